@@ -32,4 +32,4 @@ def datasette_metadata_path() -> Path:
 
 def mitmproxy_script_path() -> Path:
     """The one-line shim for ``mitmdump -s`` / ``mitmweb -s``."""
-    return _PACKAGE_DIR / "mitmproxy_script.py"
+    return _PACKAGE_DIR / "shim" / "teletap_mitmproxy.py"

@@ -1,0 +1,3 @@
+from teletap.cli import main
+
+main()

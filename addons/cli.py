@@ -1,0 +1,212 @@
+"""The ``teletap`` command line."""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import click
+
+from . import __version__, resources
+
+DEFAULT_DB = "teletap.db"
+
+
+class LazyGroup(click.Group):
+    """Subcommands that live in their own modules are imported only when used: ``teletap --help`` stays fast."""
+
+    lazy: ClassVar[dict[str, tuple[str, str, str]]] = {
+        "decode": ("teletap.cli_decode", "decode", "Decode one captured body and print its events as JSON."),
+        "signatures": ("teletap.cli_signatures", "signatures",
+                       "Lint, test, query, import and export endpoint signatures."),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr, _ = self.lazy[name]
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.lazy:
+                rows.append((name, self.lazy[name][2]))
+            else:
+                cmd = super().get_command(ctx, name)
+                if cmd is not None and not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(limit=80)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="teletap")
+def main() -> None:
+    """teletap: an auditing proxy that records, decodes and documents what software sends home.
+
+    \b
+    Record:   teletap run --session "baseline"      (proxy on 127.0.0.1:8080, evidence in teletap.db)
+    Explore:  teletap serve                          (Datasette on http://127.0.0.1:8001)
+    """
+
+
+def _fail(message: str) -> None:
+    click.echo(f"teletap: {message}", err=True)
+    sys.exit(2)
+
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@click.option("--db", default=DEFAULT_DB, show_default=True, type=click.Path(dir_okay=False),
+              help="SQLite file to record into (created with mode 0600).")
+@click.option("--listen-host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Use 0.0.0.0 on a gateway.")
+@click.option("--listen-port", default=8080, show_default=True, type=int, help="Port to listen on.")
+@click.option("--mode", "modes", multiple=True, metavar="MODE",
+              help="mitmproxy proxy mode, repeatable: regular (default), transparent, wireguard, socks5, "
+                   "upstream:URL, reverse:URL, dns@PORT, … Give MODE@PORT for a mode's own port.")
+@click.option("--session", default="", help="Label for this capture run, e.g. 'baseline, default settings'.")
+@click.option("--sinkhole", "sinkholes", multiple=True, metavar="SELECTOR",
+              help="Lab mode, repeatable: answer matching requests locally so nothing leaves: all, "
+                   "category:C, signature:ID, vendor:V, undocumented.")
+@click.option("--signatures", "signature_paths", multiple=True, type=click.Path(exists=True),
+              help="Signature file or folder to use instead of the bundled set (repeatable).")
+@click.option("--identifiers", type=click.Path(exists=True, dir_okay=False),
+              help="CSV 'kind,value' of known identifiers and canaries to find in traffic.")
+@click.option("--ignore-hosts", "ignore_hosts", multiple=True, metavar="REGEX",
+              help="Pass matching hosts through without interception (still recorded with SNI and byte counts).")
+@click.option("--learn-pinned", is_flag=True,
+              help="Pass through hosts whose clients refused teletap's certificate (pinned apps keep working).")
+@click.option("--confdir", type=click.Path(file_okay=False),
+              help="Where mitmproxy keeps its CA (default ~/.mitmproxy).")
+@click.option("--set", "set_options", multiple=True, metavar="OPTION=VALUE",
+              help="Any mitmproxy or teletap option, repeatable (see 'mitmdump --options').")
+@click.option("--verbose", "-v", is_flag=True, help="Print every flow, as mitmdump does.")
+def run(db: str, listen_host: str, listen_port: int, modes: tuple[str, ...], session: str,
+        sinkholes: tuple[str, ...], signature_paths: tuple[str, ...], identifiers: str | None,
+        ignore_hosts: tuple[str, ...], learn_pinned: bool, confdir: str | None, set_options: tuple[str, ...],
+        verbose: bool) -> None:
+    """Start the proxy and record every flow and connection into the database.
+
+    Stop with Ctrl-C or SIGTERM: queued items are written and the session is closed.
+    """
+    for option in set_options:
+        if "=" not in option:
+            _fail(f"--set expects OPTION=VALUE, got {option!r}")
+    _preflight(db, signature_paths, identifiers)
+
+    args = ["--listen-host", listen_host, "--listen-port", str(listen_port)]
+    for mode in modes:
+        args += ["--mode", mode]
+    for pattern in ignore_hosts:
+        args += ["--ignore-hosts", pattern]
+    teletap_options = {
+        "teletap_db": db, "teletap_session": session, "teletap_learn_pinned": str(learn_pinned).lower(),
+        # Hosts passed through are still recorded: teletap needs mitmproxy to report them as TCP flows.
+        "show_ignored_hosts": "true", "flow_detail": "1" if verbose else "0",
+    }
+    if identifiers:
+        teletap_options["teletap_identifiers"] = identifiers
+    if confdir:
+        teletap_options["confdir"] = confdir
+    for key, value in teletap_options.items():
+        args += ["--set", f"{key}={value}"]
+    for path in signature_paths:
+        args += ["--set", f"teletap_signatures={path}"]
+    for selector in sinkholes:
+        args += ["--set", f"teletap_sinkhole={selector}"]
+    args += ["-s", str(resources.mitmproxy_script_path())]
+    for option in set_options:
+        args += ["--set", option]
+
+    from mitmproxy.tools.main import mitmdump
+
+    mitmdump(args)
+
+
+def _preflight(db: str, signature_paths: tuple[str, ...], identifiers: str | None) -> None:
+    """Check the database, signatures and identifiers before the proxy starts, with clear messages.
+
+    Inside mitmproxy a failing script is only logged; an admin must not find out later that nothing was
+    recorded.
+    """
+    from .ingest import build_pipeline
+    from .recorder import findings_key
+    from .store import StoreError, connect
+
+    try:
+        connect(Path(db).expanduser()).close()
+        build_pipeline(signature_paths=signature_paths, identifiers=identifiers,
+                       findings_key=findings_key(Path(db).expanduser(), ""))
+    except (StoreError, ValueError, OSError) as e:
+        _fail(str(e))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def datasette_metadata_for(db: Path) -> dict[str, Any]:
+    """The bundled metadata, addressed to the database name Datasette derives from the file name."""
+    metadata = json.loads(resources.datasette_metadata_path().read_text())
+    databases = metadata.get("databases", {})
+    if "teletap" in databases and db.stem != "teletap":
+        databases[db.stem] = databases.pop("teletap")
+    return metadata
+
+
+@main.command()
+@click.option("--db", default=DEFAULT_DB, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve on. Only loopback addresses are accepted: the evidence is sensitive.")
+@click.option("--port", default=8001, show_default=True, type=int, help="Port (0 picks a free one).")
+@click.option("--setting", "settings", multiple=True, nargs=2, metavar="NAME VALUE",
+              help="A Datasette setting, repeatable.")
+def serve(db: str, host: str, port: int, settings: tuple[tuple[str, str], ...]) -> None:
+    """Explore the evidence in Datasette (read-only web UI and JSON API) while the proxy keeps writing."""
+    if not is_loopback(host):
+        _fail(f"refusing to serve the evidence on {host}: it holds what users sent. teletap serve binds "
+              "loopback only; reach it from elsewhere through an SSH tunnel (ssh -L 8001:127.0.0.1:8001 …) "
+              "or an authenticating reverse proxy.")
+    from .store import StoreError, connect
+
+    db_path = Path(db).expanduser()
+    try:
+        connect(db_path).close()  # create or upgrade it, so Datasette always sees the current schema
+    except StoreError as e:
+        _fail(str(e))
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="teletap-metadata-", delete=False) as metadata_file:
+        json.dump(datasette_metadata_for(db_path), metadata_file)
+    args = ["serve", str(db_path), "--host", host, "--port", str(port), "--metadata", metadata_file.name,
+            "--setting", "sql_time_limit_ms", "5000", "--setting", "facet_time_limit_ms", "1000"]
+    for name, value in settings:
+        args += ["--setting", name, value]
+    from datasette.cli import cli as datasette_cli
+
+    try:
+        datasette_cli.main(args=args, prog_name="teletap serve")
+    finally:
+        Path(metadata_file.name).unlink(missing_ok=True)
+
+
+@main.command("mitmproxy-script")
+def mitmproxy_script() -> None:
+    """Print the path of the script that loads teletap into mitmdump or mitmweb (-s PATH)."""
+    click.echo(resources.mitmproxy_script_path())
+
+
+if __name__ == "__main__":
+    main()

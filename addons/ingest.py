@@ -1,0 +1,442 @@
+"""Ingest: records in, rows out. decode → match → detect, then batched writes to the store.
+
+``Pipeline`` is pure (records → rows) and is shared by live capture, ``teletap import`` and
+``teletap redecode``. ``Ingest`` runs it on a worker thread behind a bounded queue so the proxy's event
+loop never waits for decoding or disk.
+
+Overflow policy: when the queue is full, the item is not queued (traffic is never slowed down), it is
+counted as unrecorded with the reason "ingest queue full", logged, stored in the session row and reported
+at shutdown. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .records import ConnectionRecord, DnsRecord, Headers, HttpFlowRecord, Record, WebSocketMessageRecord
+from .store import FlowRows, Item, Row, Store, iso
+
+if TYPE_CHECKING:
+    from .catalogue import EventCatalogue
+    from .decoders import DecodeResult, Limits
+    from .findings import FindingsEngine
+    from .signatures import Matcher, Signature
+
+log = logging.getLogger("teletap")
+
+UNDOCUMENTED = "undocumented"
+
+
+def header(headers: Headers | None, name: str) -> str | None:
+    if not headers:
+        return None
+    name = name.lower()
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _first_error_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+
+
+@dataclass
+class PipelineConfig:
+    max_request_body: int = 1024 * 1024
+    max_response_body: int = 256 * 1024
+    max_websocket_content: int = 64 * 1024
+    blank_findings_in_bodies: bool = False
+
+
+@dataclass
+class Pipeline:
+    """Turns records into rows. Every stage is guarded: a failing stage is noted, the record still stored."""
+
+    matcher: Matcher | None = None
+    catalogue: EventCatalogue | None = None
+    findings: FindingsEngine | None = None
+    limits: Limits | None = None
+    config: PipelineConfig = field(default_factory=PipelineConfig)
+
+    # -- signatures ---------------------------------------------------------------------------------
+    def _signature_columns(self, host: str | None, path: str | None = None, method: str | None = None,
+                           port: int | None = None, content_type: str | None = None) -> dict[str, Any]:
+        sig: Signature | None = None
+        if self.matcher is not None and host:
+            try:
+                sig = self.matcher.match(host, path, method, port, content_type)
+            except Exception as e:  # a matcher bug must not cost the flow
+                log.error("teletap: signature matching failed for %s: %s", host, _first_error_line(e))
+        if sig is None:
+            return {"signature_id": UNDOCUMENTED, "category": None, "vendor": None, "data_flow": None}
+        return {"signature_id": sig.id, "category": sig.category, "vendor": sig.vendor,
+                "data_flow": sig.data_flow}
+
+    # -- decoding -----------------------------------------------------------------------------------
+    def _decode(self, direction: str, record: HttpFlowRecord, body: bytes) -> DecodeResult | None:
+        from .decoders import decode_request, decode_response
+
+        try:
+            if direction == "request":
+                return decode_request(record.method, record.url, record.request_headers, body, self.limits)
+            return decode_response(record.method, record.url, record.status, record.response_headers or [],
+                                   body, self.limits)
+        except Exception as e:  # the decoders promise not to raise; if one does, record it and move on
+            log.error("teletap: decoder failed on %s: %s", record.url, _first_error_line(e))
+            return None
+
+    def _event_rows(self, result: DecodeResult | None, direction: str, base: dict[str, Any]) -> list[dict]:
+        if result is None:
+            return []
+        rows = []
+        for ev in result.events:
+            documented = None
+            if self.catalogue is not None and ev.name:
+                try:
+                    documented = self.catalogue.classify(ev.name)
+                except Exception as e:
+                    log.error("teletap: event catalogue failed on %r: %s", ev.name, _first_error_line(e))
+            rows.append({
+                **base, "direction": direction, "position": ev.position, "format": ev.format, "name": ev.name,
+                "time": ev.time, "ikey": ev.ikey, "tenant_id": ev.tenant_id, "sdk_version": ev.sdk_version,
+                "app_id": ev.app_id, "app_version": ev.app_version, "os_name": ev.os_name,
+                "os_version": ev.os_version, "device_id": ev.device_id, "user_id": ev.user_id,
+                "documented_level": documented, "data": _json(ev.data), "pii": _json(ev.pii or None),
+            })
+        return rows
+
+    # -- records ------------------------------------------------------------------------------------
+    def process(self, record: Record, session_id: int) -> Item:
+        if isinstance(record, HttpFlowRecord):
+            return self._flow(record, session_id)
+        if isinstance(record, ConnectionRecord):
+            return self._connection(record, session_id)
+        if isinstance(record, WebSocketMessageRecord):
+            return self._websocket(record, session_id)
+        if isinstance(record, DnsRecord):
+            return self._dns(record, session_id)
+        raise TypeError(f"unknown record type {type(record).__name__}")
+
+    def _flow(self, r: HttpFlowRecord, session_id: int) -> FlowRows:
+        req_ctype = header(r.request_headers, "content-type")
+        sig = self._signature_columns(r.host, r.path, r.method, r.port, req_ctype)
+        notes: list[str] = []
+
+        req_raw = r.request_body.raw or b""
+        req_result = None
+        if r.request_body.streamed:
+            notes.append(f"request body of {r.request_body.size_wire} bytes was streamed: hashed, not decoded")
+        elif req_raw or r.query:
+            req_result = self._decode("request", r, req_raw)
+        req_body = req_result.body if req_result is not None and req_result.body is not None else req_raw
+
+        resp_raw = (r.response_body.raw if r.response_body else None) or b""
+        resp_result = None
+        if r.response_body is not None and not r.response_body.streamed and resp_raw:
+            resp_result = self._decode("response", r, resp_raw)
+        resp_body = resp_result.body if resp_result is not None and resp_result.body is not None else resp_raw
+
+        base = {"flow_id": r.id, "session_id": session_id, **sig}
+        events = self._event_rows(req_result, "request", base) + self._event_rows(resp_result, "response", base)
+
+        finding_rows: list[dict[str, Any]] = []
+        findings: Sequence[Any] = ()
+        if self.findings is not None:
+            try:
+                findings = self.findings.scan(
+                    url=r.url, request_headers=r.request_headers, body=req_body or None,
+                    content_type=req_ctype, events=req_result.events if req_result else [],
+                    data_flow=sig["data_flow"])
+            except Exception as e:
+                log.error("teletap: personal-data detection failed on %s: %s", r.url, _first_error_line(e))
+                notes.append(f"detection failed: {_first_error_line(e)}")
+            for f in findings:
+                finding_rows.append({
+                    "flow_id": r.id, "session_id": session_id, "location": f.location, "kind": f.kind,
+                    "detector": f.detector, "confidence": f.confidence, "severity": f.severity,
+                    "preview": f.preview, "value_hash": f.value_hash, "value": f.value, "host": r.host,
+                    "event_position": f.event_position, **sig,
+                })
+        if findings and self.config.blank_findings_in_bodies and req_body:
+            from .findings import blank_body
+
+            req_body = blank_body(req_body, findings)
+
+        decode_format = req_result.format if req_result else None
+        if decode_format is None and resp_result is not None:
+            decode_format = resp_result.format
+        errors = [f"{d}: {res.error}" for d, res in (("request", req_result), ("response", resp_result))
+                  if res is not None and res.error]
+        for res in (req_result, resp_result):
+            if res is not None:
+                notes.extend(res.notes)
+        if req_result is None and req_raw and not r.request_body.streamed:
+            errors.append("request: decoder unavailable")
+
+        max_req, max_resp = self.config.max_request_body, self.config.max_response_body
+        flow = {
+            "id": r.id, "session_id": session_id, "request_time": iso(r.request_time),
+            "response_time": iso(r.response_time),
+            "duration_ms": round((r.response_time - r.request_time) * 1000, 3) if r.response_time else None,
+            "client_address": r.client_address, "client_port": r.client_port,
+            "server_address": r.server_address, "server_port": r.server_port, "scheme": r.scheme,
+            "host": r.host, "port": r.port, "method": r.method, "path": r.path, "query": r.query, "url": r.url,
+            "http_version": r.http_version, "status": r.status,
+            "request_headers": _json(r.request_headers), "response_headers": _json(r.response_headers),
+            "request_content_type": req_ctype,
+            "response_content_type": header(r.response_headers, "content-type"),
+            "request_content_encoding": header(r.request_headers, "content-encoding"),
+            "request_size_wire": r.request_body.size_wire,
+            "request_size": None if r.request_body.streamed else len(req_body),
+            "request_sha256": _sha256(r.request_body),
+            "request_body": req_body[:max_req] if req_body else None,
+            "request_body_truncated": int(r.request_body.streamed or len(req_body) > max_req),
+            "response_size_wire": r.response_body.size_wire if r.response_body else None,
+            "response_size": (len(resp_body) if r.response_body and not r.response_body.streamed else None),
+            "response_sha256": _sha256(r.response_body) if r.response_body else None,
+            "response_body": resp_body[:max_resp] if resp_body else None,
+            "response_body_truncated": int(bool(r.response_body and (r.response_body.streamed
+                                                                    or len(resp_body) > max_resp))),
+            "error": r.error, "answered_by_teletap": int(r.sinkhole_rule is not None),
+            "sinkhole_rule": r.sinkhole_rule, "tls_version": r.tls_version, "sni": r.sni, **sig,
+            "decode_format": decode_format, "decode_error": "; ".join(errors) or None,
+            "decode_error_offset": req_result.error_offset if req_result and req_result.error else None,
+            "decode_notes": _json(notes or None), "event_count": len(events), "finding_count": len(finding_rows),
+            "source": r.source,
+        }
+        return FlowRows(flow=flow, events=events, findings=finding_rows)
+
+    def _connection(self, r: ConnectionRecord, session_id: int) -> Row:
+        sig = self._signature_columns(r.sni or r.server_address, port=r.server_port)
+        return Row("connections", {
+            "id": r.id, "session_id": session_id, "kind": r.kind, "started": iso(r.started),
+            "ended": iso(r.ended),
+            "duration_ms": round((r.ended - r.started) * 1000, 3) if r.ended else None,
+            "client_address": r.client_address, "client_port": r.client_port,
+            "server_address": r.server_address, "server_port": r.server_port, "sni": r.sni,
+            "alpn": ",".join(r.alpn) or None, "tls_version": r.tls_version, "observable": int(r.observable),
+            "reason": r.reason, "bytes_from_client": r.bytes_from_client,
+            "bytes_from_server": r.bytes_from_server, **sig,
+        })
+
+    def _websocket(self, r: WebSocketMessageRecord, session_id: int) -> Row:
+        limit = self.config.max_websocket_content
+        return Row("websocket_messages", {
+            "flow_id": r.flow_id, "session_id": session_id, "time": iso(r.time),
+            "direction": "client-to-server" if r.from_client else "server-to-client", "is_text": int(r.is_text),
+            "size": r.size, "content": r.content[:limit], "truncated": int(len(r.content) > limit),
+        })
+
+    def _dns(self, r: DnsRecord, session_id: int) -> Row:
+        return Row("dns", {
+            "id": r.id, "session_id": session_id, "time": iso(r.time), "client_address": r.client_address,
+            "question": r.question, "question_type": r.question_type, "answers": _json(r.answers),
+            "response_code": r.response_code, "error": r.error,
+            **self._signature_columns(r.question, port=53),
+        })
+
+
+def _sha256(body: Any) -> str | None:
+    if body is None:
+        return None
+    if body.sha256:
+        return body.sha256
+    if body.raw is None or body.size_wire == 0:
+        return None
+    return hashlib.sha256(body.raw).hexdigest()
+
+
+_STOP = object()
+
+
+@dataclass
+class IngestStats:
+    recorded: int = 0
+    unrecorded: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def unrecorded_total(self) -> int:
+        return sum(self.unrecorded.values())
+
+
+class Ingest:
+    """A worker thread that owns the store: queue → pipeline → batched transactions.
+
+    Commits at least every ``flush_interval`` seconds and at ``stop()``. Write errors (disk full, DB
+    locked or read-only) never reach the proxy: the batch is counted as unrecorded and logged.
+    """
+
+    def __init__(self, db_path: str | Path, pipeline: Pipeline, *, session_label: str | None,
+                 session_kind: str = "live", session_options: dict[str, Any] | None = None,
+                 signature_set_hash: str | None = None, signature_rows: Iterable[dict] | None = None,
+                 mitmproxy_version: str | None = None, queue_size: int = 10_000,
+                 flush_interval: float = 0.5, batch_size: int = 500):
+        self.db_path = Path(db_path)
+        self.pipeline = pipeline
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self.stats = IngestStats()
+        self.session_id: int | None = None
+        self._session_args = dict(label=session_label, kind=session_kind, options=session_options or {},
+                                  signature_set_hash=signature_set_hash, mitmproxy_version=mitmproxy_version)
+        self._signature_rows = list(signature_rows) if signature_rows is not None else None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._dropped = 0  # only the submitting (proxy) thread writes this
+        self._last_drop_log = 0.0
+        self._error_log_times: dict[str, float] = {}
+
+    # -- called from the proxy's thread ---------------------------------------------------------------
+    def start(self) -> int:
+        self._thread = threading.Thread(target=self._run, name="teletap-ingest", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            raise self._start_error
+        assert self.session_id is not None
+        return self.session_id
+
+    def submit(self, record: Record) -> None:
+        """Queue a record; never blocks. A full queue is counted, logged and reported, never silent."""
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self._dropped += 1
+            now = time.monotonic()
+            if now - self._last_drop_log > 10:
+                self._last_drop_log = now
+                log.warning("teletap: ingest queue full (%d items): %d item(s) not recorded so far; "
+                            "traffic is unaffected", self.queue.maxsize, self._dropped)
+
+    def stop(self, timeout: float = 60) -> IngestStats:
+        """Drain the queue, flush, close the session. Returns the final counts."""
+        if self._thread is None:
+            return self.stats
+        self.queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("teletap: ingest did not finish within %ss; %d item(s) still queued",
+                      timeout, self.queue.qsize())
+        self._thread = None
+        return self.stats
+
+    # -- the worker thread --------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            store = Store(self.db_path)
+            if self._signature_rows is not None:
+                store.replace_signatures(self._signature_rows)
+            self.session_id = store.start_session(**self._session_args)
+        except BaseException as e:
+            self._start_error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self._loop(store)
+        finally:
+            self._count_dropped()
+            try:
+                store.update_session(self.session_id, recorded=self.stats.recorded,
+                                     unrecorded=self.stats.unrecorded_total,
+                                     reasons=dict(self.stats.unrecorded), ended=True)
+            except Exception as e:
+                log.error("teletap: could not close session %s in %s: %s", self.session_id, self.db_path,
+                          _first_error_line(e))
+            store.close()
+
+    def _count_dropped(self) -> None:
+        dropped, self._dropped = self._dropped, 0  # benign race: a lost increment is re-read next flush
+        if dropped:
+            self.stats.unrecorded["ingest queue full"] += dropped
+
+    def _loop(self, store: Store) -> None:
+        assert self.session_id is not None
+        pending: list[Item] = []
+        last_flush = time.monotonic()
+        stopping = False
+        while not stopping:
+            timeout = max(0.0, self.flush_interval - (time.monotonic() - last_flush))
+            try:
+                record = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                record = None
+            if record is _STOP:
+                stopping = True
+            elif record is not None:
+                try:
+                    pending.append(self.pipeline.process(record, self.session_id))
+                except Exception as e:
+                    self._count_error(f"ingest error: {type(e).__name__}", e)
+            if pending and (stopping or len(pending) >= self.batch_size
+                            or time.monotonic() - last_flush >= self.flush_interval):
+                self._flush(store, pending)
+                pending = []
+                last_flush = time.monotonic()
+            elif time.monotonic() - last_flush >= self.flush_interval:
+                last_flush = time.monotonic()
+                self._count_dropped()
+
+    def _flush(self, store: Store, items: list[Item]) -> None:
+        assert self.session_id is not None
+        self._count_dropped()
+        try:
+            store.write(items)
+            self.stats.recorded += len(items)
+        except Exception as e:
+            self._count_error(f"write failed: {type(e).__name__}: {e}", e, len(items))
+        # If this fails too, the write error above (or the next flush) already reports an unusable database.
+        with contextlib.suppress(Exception):
+            store.update_session(self.session_id, recorded=self.stats.recorded,
+                                 unrecorded=self.stats.unrecorded_total, reasons=dict(self.stats.unrecorded))
+
+    def _count_error(self, reason: str, exc: BaseException, count: int = 1) -> None:
+        self.stats.unrecorded[reason] += count
+        now = time.monotonic()
+        if now - self._error_log_times.get(reason, 0) > 10:  # rate-limited: a full disk fails every flush
+            self._error_log_times[reason] = now
+            log.error("teletap: %d item(s) not recorded in %s (%s); traffic is unaffected; %d unrecorded so far",
+                      count, self.db_path, _first_error_line(exc), self.stats.unrecorded_total)
+
+
+def build_pipeline(*, signature_paths: Sequence[str] = (), identifiers: str | None = None,
+                   findings_key: bytes | None = None, store_clear: bool = False,
+                   config: PipelineConfig | None = None,
+                   progress: Callable[[str], None] | None = None) -> tuple[Pipeline, Any]:
+    """Load signatures, the event catalogue and detectors as configured. Raises ValueError on bad input.
+
+    Returns the pipeline and the loaded signature set (for its hash and the signatures table).
+    """
+    from .catalogue import EventCatalogue
+    from .decoders import Limits
+    from .findings import FindingsEngine, load_identifiers
+    from .signatures import Matcher, SignatureSet
+
+    sigset = SignatureSet.load([Path(p) for p in signature_paths] or None)
+    engine = FindingsEngine(
+        identifiers=load_identifiers(Path(identifiers)) if identifiers else (),
+        key=findings_key or b"", store_clear=store_clear,
+    )
+    pipeline = Pipeline(matcher=Matcher(sigset), catalogue=EventCatalogue.load(), findings=engine,
+                        limits=Limits(), config=config or PipelineConfig())
+    return pipeline, sigset

@@ -1,0 +1,235 @@
+"""SQLite storage: opening the evidence database safely, the schema version, and batched writes.
+
+A ``Store`` belongs to one thread (SQLite connections are not shared). Writes come in batches, each in
+one transaction, because a commit per flow costs ~10× more (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import stat
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .schema import SCHEMA_VERSION, TABLES, TABLES_BY_NAME, Table
+
+
+class StoreError(Exception):
+    """The database cannot be used; the message says why and what to do."""
+
+
+def iso(ts: float | None) -> str | None:
+    """UNIX seconds → ISO-8601 UTC with milliseconds (sortable text, readable in Datasette)."""
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int((ts % 1) * 1000):03d}Z"
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the DB file with mode 0600 before SQLite touches it: it holds what users sent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        os.chmod(path, 0o600)
+
+
+# Migrations from version N to N+1, applied in order inside one transaction. Version 1 is the first.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open (creating if needed) a teletap database with the schema at the current version."""
+    path = Path(path)
+    if readonly:
+        if not path.exists():
+            raise StoreError(f"{path}: no such database")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    else:
+        if path.exists() and not os.access(path, os.W_OK):
+            raise StoreError(f"{path}: the database is not writable by this user")
+        try:
+            _create_private_file(path)
+        except OSError as e:
+            raise StoreError(f"{path}: cannot create the database: {e.strerror or e}") from e
+        conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    try:
+        conn.execute("PRAGMA busy_timeout = 10000")
+        if not readonly:
+            conn.execute("PRAGMA journal_mode = WAL")
+            # NORMAL in WAL mode: a power cut can lose the last commits but never corrupts the file.
+            conn.execute("PRAGMA synchronous = NORMAL")
+        _ensure_schema(conn, path, readonly=readonly)
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        raise StoreError(f"{path}: not a usable SQLite database ({e})") from e
+    except StoreError:
+        conn.close()
+        raise
+    return conn
+
+
+def _current_version(conn: sqlite3.Connection) -> int | None:
+    has_table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'teletap_schema'"
+    ).fetchone()
+    if not has_table:
+        return None
+    row = conn.execute("SELECT MAX(version) FROM teletap_schema").fetchone()
+    return row[0] if row and row[0] is not None else None
+
+
+def _ensure_schema(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> None:
+    version = _current_version(conn)
+    if version is not None and version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: written by a newer teletap (schema version {version}; this teletap knows up to "
+            f"{SCHEMA_VERSION}). Upgrade teletap, or record into another --db."
+        )
+    if version == SCHEMA_VERSION:
+        return
+    if readonly:
+        raise StoreError(f"{path}: schema version {version} is older than {SCHEMA_VERSION}; open it once "
+                         "with a writable teletap command (e.g. teletap run or teletap redecode) to upgrade it")
+    if version is None:
+        others = conn.execute(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ).fetchone()[0]
+        if others:
+            raise StoreError(f"{path}: this SQLite file is not a teletap database; choose another --db")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if version is None:
+            for table in TABLES:
+                for statement in table.create_sql():
+                    conn.execute(statement)
+        else:
+            for step in range(version, SCHEMA_VERSION):
+                MIGRATIONS[step](conn)
+        conn.execute(
+            "INSERT INTO teletap_schema (version, upgraded, teletap_version) VALUES (?, ?, ?)",
+            (SCHEMA_VERSION, iso(time.time()), __version__),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+@dataclass
+class FlowRows:
+    """A flow and what ingest derived from it, written together (replacing an earlier version)."""
+
+    flow: dict[str, Any]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    # findings carry "event_position" (or None) so they can be linked to the event rows' new ids
+    findings: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Row:
+    table: str
+    values: dict[str, Any]
+
+
+Item = FlowRows | Row
+
+
+def _insert_sql(table: Table, verb: str = "INSERT") -> str:
+    cols = table.column_names
+    return (f"{verb} INTO [{table.name}] ({', '.join(f'[{c}]' for c in cols)}) "
+            f"VALUES ({', '.join('?' for _ in cols)})")
+
+
+class Store:
+    """Writes teletap rows; one instance per thread."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.conn = connect(self.path)
+        self._sql = {t.name: _insert_sql(t, "INSERT OR REPLACE" if "TEXT PRIMARY KEY" in t.columns[0].type
+                                         else "INSERT") for t in TABLES}
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _values(self, table: str, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(row.get(c) for c in TABLES_BY_NAME[table].column_names)
+
+    def start_session(self, *, label: str | None, kind: str, options: dict[str, Any],
+                      signature_set_hash: str | None, mitmproxy_version: str | None) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO sessions (label, kind, started, teletap_version, mitmproxy_version, options, "
+            "signature_set_hash, hostname, items_recorded, items_unrecorded) VALUES (?,?,?,?,?,?,?,?,0,0)",
+            (label, kind, iso(time.time()), __version__, mitmproxy_version,
+             json.dumps(options, sort_keys=True, default=str), signature_set_hash, socket.gethostname()),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def update_session(self, session_id: int, *, recorded: int, unrecorded: int,
+                       reasons: dict[str, int], ended: bool = False) -> None:
+        self.conn.execute(
+            "UPDATE sessions SET items_recorded = ?, items_unrecorded = ?, unrecorded_reasons = ?"
+            + (", ended = ?" if ended else "") + " WHERE id = ?",
+            (recorded, unrecorded, json.dumps(reasons, sort_keys=True) if reasons else None,
+             *((iso(time.time()),) if ended else ()), session_id),
+        )
+
+    def replace_signatures(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Keep the signatures table equal to the loaded set (flows keep their signature ids)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("DELETE FROM signatures")
+            self.conn.executemany(_insert_sql(TABLES_BY_NAME["signatures"]),
+                                  [self._values("signatures", r) for r in rows])
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def write(self, items: Sequence[Item]) -> None:
+        """Write a batch in one transaction; on error nothing of the batch is written and it raises."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for item in items:
+                if isinstance(item, FlowRows):
+                    self._write_flow(item)
+                else:
+                    conn.execute(self._sql[item.table], self._values(item.table, item.values))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _write_flow(self, item: FlowRows) -> None:
+        conn = self.conn
+        flow_id = item.flow["id"]
+        # A flow is written again when an error follows its response, on re-import and on redecode:
+        # its derived rows are replaced with it, never duplicated.
+        conn.execute("DELETE FROM findings WHERE flow_id = ?", (flow_id,))
+        conn.execute("DELETE FROM events WHERE flow_id = ?", (flow_id,))
+        conn.execute(self._sql["flows"], self._values("flows", item.flow))
+        event_ids: dict[tuple[str, int], int] = {}
+        insert_event = self._sql["events"]
+        for event in item.events:
+            cur = conn.execute(insert_event, self._values("events", event))
+            assert cur.lastrowid is not None
+            event_ids[(event.get("direction") or "request", event["position"])] = cur.lastrowid
+        insert_finding = self._sql["findings"]
+        for finding in item.findings:
+            position = finding.get("event_position")
+            if position is not None:
+                finding = {**finding, "event_id": event_ids.get(("request", position))}
+            conn.execute(insert_finding, self._values("findings", finding))
