@@ -244,7 +244,8 @@ class Capture:
     def _stream_record(flow: tcp.TCPFlow | udp.UDPFlow, transport: str) -> ConnectionRecord:
         meta = flow.metadata
         first = meta.get("teletap_first_bytes", b"")
-        sni = flow.client_conn.sni or (_sni_from_client_bytes(first) if transport == "tcp" and first else None)
+        parsed = _sni_from_client_bytes(first) if transport == "tcp" and first else None
+        sni = parsed or flow.client_conn.sni  # the ClientHello that passed through is the best witness
         looks_like_tls = transport == "tcp" and first[:1] == b"\x16"
         client_address, client_port = _addr(flow.client_conn.peername)
         server_address, server_port = _addr(flow.server_conn.peername or flow.server_conn.address)

@@ -1,0 +1,114 @@
+"""Storage: schema creation and versioning, file mode, batched writes."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from teletap import schema
+from teletap.store import FlowRows, Row, Store, StoreError, connect, iso
+
+
+def test_new_database_is_private_wal_and_versioned(tmp_path: Path):
+    db = tmp_path / "sub" / "evidence.db"
+    connect(db).close()
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("select version from teletap_schema").fetchall() == [(schema.SCHEMA_VERSION,)]
+    tables = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
+    assert {t.name for t in schema.TABLES} <= tables
+    indexes = {r[0] for r in conn.execute("select name from sqlite_master where type = 'index'")}
+    assert {"idx_flows_host", "idx_flows_request_time", "idx_flows_session_id"} <= indexes
+
+
+def test_existing_world_readable_file_is_tightened(tmp_path: Path):
+    db = tmp_path / "loose.db"
+    db.touch(mode=0o644)
+    db.chmod(0o644)
+    connect(db).close()
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
+def test_newer_schema_is_refused_with_a_clear_message(tmp_path: Path):
+    db = tmp_path / "future.db"
+    connect(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute("insert into teletap_schema (version) values (?)", (schema.SCHEMA_VERSION + 1,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=r"newer teletap \(schema version 2"):
+        connect(db)
+
+
+def test_foreign_sqlite_file_and_garbage_are_refused(tmp_path: Path):
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("create table customers (id integer)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="not a teletap database"):
+        connect(other)
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a usable SQLite database"):
+        connect(garbage)
+
+
+def test_older_schema_is_upgraded_by_migrations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    db = tmp_path / "old.db"
+    connect(db).close()
+    # Pretend this teletap is one version ahead, with a migration that adds a column.
+    from teletap import store
+
+    monkeypatch.setattr(store, "SCHEMA_VERSION", schema.SCHEMA_VERSION + 1)
+    monkeypatch.setitem(store.MIGRATIONS, schema.SCHEMA_VERSION,
+                        lambda c: c.execute("alter table flows add column probe text"))
+    connect(db).close()
+    conn = sqlite3.connect(db)
+    assert [r[0] for r in conn.execute("select version from teletap_schema order by version")] == [
+        schema.SCHEMA_VERSION, schema.SCHEMA_VERSION + 1]
+    assert "probe" in [r[1] for r in conn.execute("pragma table_info(flows)")]
+
+
+def test_batch_writes_flows_events_findings_and_replaces_on_rewrite(tmp_path: Path):
+    store = Store(tmp_path / "t.db")
+    sid = store.start_session(label="s", kind="live", options={"a": 1}, signature_set_hash="h",
+                              mitmproxy_version="11.0.2")
+    flow = FlowRows(
+        flow={"id": "f1", "session_id": sid, "host": "a.example.invalid"},
+        events=[{"flow_id": "f1", "session_id": sid, "direction": "request", "position": 0, "name": "E0"},
+                {"flow_id": "f1", "session_id": sid, "direction": "request", "position": 1, "name": "E1"}],
+        findings=[{"flow_id": "f1", "session_id": sid, "kind": "email", "event_position": 1},
+                  {"flow_id": "f1", "session_id": sid, "kind": "ipv4-public", "event_position": None}],
+    )
+    store.write([flow, Row("connections", {"id": "c1", "session_id": sid, "kind": "tcp", "observable": 1})])
+    store.write([flow])  # written again (error after response, re-import): replaced, not duplicated
+    conn = store.conn
+    assert conn.execute("select count(*) from flows").fetchone()[0] == 1
+    events = {r["name"]: r["id"] for r in conn.execute("select id, name from events")}
+    assert set(events) == {"E0", "E1"}
+    linked = dict(conn.execute("select kind, event_id from findings").fetchall())
+    assert linked == {"email": events["E1"], "ipv4-public": None}
+    store.update_session(sid, recorded=3, unrecorded=2, reasons={"ingest queue full": 2}, ended=True)
+    session = conn.execute("select * from sessions").fetchone()
+    assert session["items_unrecorded"] == 2 and session["ended"]
+    store.close()
+
+
+def test_failed_batch_writes_nothing(tmp_path: Path):
+    store = Store(tmp_path / "t.db")
+    with pytest.raises(sqlite3.Error):
+        store.write([Row("connections", {"id": "ok", "kind": "tcp"}),
+                     Row("connections", {"id": "bad", "kind": {"not": "bindable"}})])
+    assert store.conn.execute("select count(*) from connections").fetchone()[0] == 0
+    store.close()
+
+
+def test_iso_timestamps_sort_as_text():
+    assert iso(0) == "1970-01-01T00:00:00.000Z"
+    assert iso(1700000000.25) == "2023-11-14T22:13:20.250Z"
+    assert iso(None) is None
