@@ -202,6 +202,79 @@ def serve(db: str, host: str, port: int, settings: tuple[tuple[str, str], ...]) 
         Path(metadata_file.name).unlink(missing_ok=True)
 
 
+def _pipeline_or_fail(db_path: Path, signature_paths: tuple[str, ...], identifiers: str | None,
+                      store_clear: bool = False) -> Any:
+    from .ingest import build_pipeline
+    from .recorder import findings_key
+
+    try:
+        pipeline, _ = build_pipeline(signature_paths=signature_paths, identifiers=identifiers,
+                                     findings_key=findings_key(db_path, ""), store_clear=store_clear)
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    return pipeline
+
+
+@main.command()
+@click.option("--db", default=DEFAULT_DB, show_default=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--session", type=int, help="Only this session (default: all).")
+@click.option("--signatures", "signature_paths", multiple=True, type=click.Path(exists=True),
+              help="Signature file or folder to use instead of the bundled set (repeatable).")
+@click.option("--identifiers", type=click.Path(exists=True, dir_okay=False),
+              help="CSV 'kind,value' of known identifiers and canaries.")
+@click.option("--findings-store-clear", is_flag=True, help="Store matched personal data in clear.")
+def redecode(db: str, session: int | None, signature_paths: tuple[str, ...], identifiers: str | None,
+             findings_store_clear: bool) -> None:
+    """Re-run the current decoders, signatures and detectors over stored flows (after an upgrade)."""
+    from .redecode import redecode as run_redecode
+    from .store import StoreError, connect
+
+    db_path = Path(db)
+    try:
+        conn = connect(db_path)
+    except StoreError as e:
+        _fail(str(e))
+    where = " WHERE session_id = ?" if session is not None else ""
+    total = conn.execute("SELECT COUNT(*) FROM flows" + where, (session,) if session is not None else ()).fetchone()[0]
+    conn.close()
+    pipeline = _pipeline_or_fail(db_path, signature_paths, identifiers, findings_store_clear)
+    with click.progressbar(length=total, label="redecoding flows", file=sys.stderr) as bar:
+        done = run_redecode(db_path, pipeline, session=session, progress=bar.update)
+    click.echo(f"redecoded {done} flow(s) in {db_path}")
+
+
+@main.command()
+@click.option("--db", default=DEFAULT_DB, show_default=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--session", type=int, help="Only this session (default: all).")
+def findings(db: str, session: int | None) -> None:
+    """Summarise personal data found: by kind and destination, worst first."""
+    from .store import StoreError, connect
+
+    try:
+        conn = connect(Path(db), readonly=True)
+    except StoreError as e:
+        _fail(str(e))
+    where = "WHERE session_id = ?" if session is not None else ""
+    rows = conn.execute(
+        f"""SELECT kind, host, coalesce(data_flow, 'undocumented') AS data_flow, severity,
+                   COUNT(*) AS n, COUNT(DISTINCT value_hash) AS distinct_values
+            FROM findings {where}
+            GROUP BY kind, host, data_flow, severity
+            ORDER BY CASE severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, n DESC""",
+        (session,) if session is not None else (),
+    ).fetchall()
+    conn.close()
+    if not rows:
+        click.echo("no personal data found" + (f" in session {session}" if session is not None else ""))
+        return
+    header = ("severity", "kind", "destination", "data flow", "findings", "distinct values")
+    table = [header] + [(r["severity"], r["kind"], r["host"] or "-", r["data_flow"], str(r["n"]),
+                         str(r["distinct_values"])) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
 @main.command("mitmproxy-script")
 def mitmproxy_script() -> None:
     """Print the path of the script that loads teletap into mitmdump or mitmweb (-s PATH)."""

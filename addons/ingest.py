@@ -208,12 +208,14 @@ class Pipeline:
             "request_size": None if r.request_body.streamed else len(req_body),
             "request_sha256": _sha256(r.request_body),
             "request_body": req_body[:max_req] if req_body else None,
-            "request_body_truncated": int(r.request_body.streamed or len(req_body) > max_req),
+            "request_body_truncated": int(r.request_body.streamed or r.request_body.truncated
+                                          or len(req_body) > max_req),
             "response_size_wire": r.response_body.size_wire if r.response_body else None,
             "response_size": (len(resp_body) if r.response_body and not r.response_body.streamed else None),
             "response_sha256": _sha256(r.response_body) if r.response_body else None,
             "response_body": resp_body[:max_resp] if resp_body else None,
             "response_body_truncated": int(bool(r.response_body and (r.response_body.streamed
+                                                                    or r.response_body.truncated
                                                                     or len(resp_body) > max_resp))),
             "error": r.error, "answered_by_teletap": int(r.sinkhole_rule is not None),
             "sinkhole_rule": r.sinkhole_rule, "tls_version": r.tls_version, "sni": r.sni, **sig,

@@ -19,7 +19,8 @@ class Body:
     raw: bytes | None  # None: there was no body, or it was streamed and only hashed
     size_wire: int  # full size as sent, even when raw holds only a prefix
     sha256: str | None = None  # precomputed when the body was streamed (raw is then a prefix)
-    streamed: bool = False  # True: raw is only the first part of the body
+    streamed: bool = False  # True: streamed through a tap, raw is only the first part; not decoded
+    truncated: bool = False  # True: raw is only the first part (e.g. a stored body read back for redecode)
 
 
 @dataclass(slots=True)
