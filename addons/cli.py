@@ -24,6 +24,9 @@ class LazyGroup(click.Group):
         "decode": ("teletap.cli_decode", "decode", "Decode one captured body and print its events as JSON."),
         "signatures": ("teletap.cli_signatures", "signatures",
                        "Lint, test, query, import and export endpoint signatures."),
+        "import": ("teletap.cli_import", "import_", "Import HAR or mitmproxy flow files through the same pipeline."),
+        "export": ("teletap.cli_import", "export", "Export captured evidence (HAR) for other tools."),
+        "report": ("teletap.cli_report", "report", "Write a DPIA evidence report (HTML, Markdown, PDF, JSON, CNIL)."),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
