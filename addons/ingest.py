@@ -290,12 +290,14 @@ class Ingest:
                  session_kind: str = "live", session_options: dict[str, Any] | None = None,
                  signature_set_hash: str | None = None, signature_rows: Iterable[dict] | None = None,
                  mitmproxy_version: str | None = None, queue_size: int = 10_000,
-                 flush_interval: float = 0.5, batch_size: int = 500):
+                 flush_interval: float = 0.5, batch_size: int = 500,
+                 store_factory: Callable[[Path], Store] = Store):
         self.db_path = Path(db_path)
         self.pipeline = pipeline
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self.flush_interval = flush_interval
         self.batch_size = batch_size
+        self._store_factory = store_factory
         self.stats = IngestStats()
         self.session_id: int | None = None
         self._session_args = dict(label=session_label, kind=session_kind, options=session_options or {},
@@ -345,7 +347,7 @@ class Ingest:
     # -- the worker thread --------------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            store = Store(self.db_path)
+            store = self._store_factory(self.db_path)
             if self._signature_rows is not None:
                 store.replace_signatures(self._signature_rows)
             self.session_id = store.start_session(**self._session_args)

@@ -1,0 +1,156 @@
+"""Ingest: the pure pipeline (records → rows) and the worker's queue, batching and failure accounting."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from teletap.decoders import Limits
+from teletap.ingest import Ingest, Pipeline, PipelineConfig
+from teletap.records import Body, ConnectionRecord, DnsRecord, HttpFlowRecord, WebSocketMessageRecord
+from teletap.signatures import Matcher, SignatureSet
+from teletap.store import FlowRows, Row, Store
+
+from .support import rows
+
+
+def flow(body: bytes = b"", *, headers: list[tuple[str, str]] | None = None, host: str = "a.example.invalid",
+         path: str = "/", query: str = "", method: str = "POST", fid: str = "f1") -> HttpFlowRecord:
+    url = f"https://{host}{path}" + (f"?{query}" if query else "")
+    return HttpFlowRecord(
+        id=fid, request_time=1_700_000_000.0, response_time=1_700_000_000.5, client_address="127.0.0.1",
+        client_port=50000, server_address="127.0.0.1", server_port=443, scheme="https", host=host, port=443,
+        method=method, path=path, query=query, url=url, http_version="HTTP/1.1", status=200,
+        request_headers=headers or [], response_headers=[("content-type", "application/json")],
+        request_body=Body(raw=body, size_wire=len(body)), response_body=Body(raw=b'{"acc":2}', size_wire=9),
+    )
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Pipeline:
+    return Pipeline(matcher=Matcher(SignatureSet.load()), limits=Limits(),
+                    config=PipelineConfig(max_request_body=64, max_response_body=64))
+
+
+def ndjson_batch() -> bytes:
+    events = [{"name": f"Office.Test.Event{i}", "time": "2026-01-01T00:00:00.000Z", "ver": "4.0",
+               "iKey": "o:0123456789abcdef0123456789abcdef", "data": {"n": i}} for i in range(2)]
+    return "\n".join(json.dumps(e) for e in events).encode()
+
+
+def test_telemetry_flow_becomes_flow_and_event_rows(pipeline: Pipeline):
+    raw = gzip.compress(ndjson_batch())
+    record = flow(raw, headers=[("content-type", "application/x-json-stream"), ("content-encoding", "gzip"),
+                                ("client-id", "NO_AUTH"), ("apikey", "0123456789abcdef0123456789abcdef-x")],
+                  host="self.events.data.microsoft.com", path="/OneCollector/1.0/")
+    item = pipeline.process(record, session_id=7)
+    assert isinstance(item, FlowRows)
+    f = item.flow
+    assert f["session_id"] == 7 and f["decode_format"] == "1ds-json" and f["event_count"] == 2
+    assert f["request_size_wire"] == len(raw) and f["request_size"] == len(ndjson_batch())
+    assert f["request_body"] == ndjson_batch()[:64] and f["request_body_truncated"] == 1  # decoded, bounded
+    assert f["request_content_encoding"] == "gzip"
+    assert f["signature_id"] != "undocumented" and f["vendor"] == "Microsoft"
+    assert [e["name"] for e in item.events] == ["Office.Test.Event0", "Office.Test.Event1"]
+    assert all(e["signature_id"] == f["signature_id"] and e["direction"] == "request" for e in item.events)
+    assert json.loads(item.events[1]["data"])["data"]["n"] == 1
+
+
+def test_unknown_host_is_undocumented_and_plain_get_costs_no_events(pipeline: Pipeline):
+    item = pipeline.process(flow(method="GET", host="nowhere.example.invalid"), session_id=1)
+    assert item.flow["signature_id"] == "undocumented" and item.flow["category"] is None
+    assert item.events == [] and item.flow["decode_error"] is None
+
+
+def test_undecodable_body_keeps_the_flow_and_records_why(pipeline: Pipeline):
+    record = flow(b"\x1f\x8b\x08\x00garbage-that-is-not-gzip",
+                  headers=[("content-type", "application/bond-compact-binary"), ("content-encoding", "gzip")],
+                  host="self.events.data.microsoft.com", path="/OneCollector/1.0/")
+    item = pipeline.process(record, session_id=1)
+    assert item.flow["decode_error"] and item.flow["request_sha256"]
+    assert item.flow["request_body"]  # the raw body stays for a later attempt
+
+
+def test_other_records_become_rows(pipeline: Pipeline):
+    conn = pipeline.process(ConnectionRecord(id="c", kind="tls-failed-client", started=1.0, ended=2.0,
+                                             client_address="127.0.0.1", client_port=1, server_address=None,
+                                             server_port=443, sni="self.events.data.microsoft.com",
+                                             reason="unknown ca"), 1)
+    assert isinstance(conn, Row) and conn.values["observable"] == 0 and conn.values["signature_id"] != "undocumented"
+    ws = pipeline.process(WebSocketMessageRecord("f", 1.0, True, True, 100, b"x" * 100), 1)
+    assert ws.values["direction"] == "client-to-server" and ws.values["truncated"] == 0
+    dns = pipeline.process(DnsRecord("d", 1.0, "10.0.0.2", "nowhere.example.invalid", "A", ["A 192.0.2.1"],
+                                     "NOERROR"), 1)
+    assert dns.values["signature_id"] == "undocumented" and json.loads(dns.values["answers"]) == ["A 192.0.2.1"]
+
+
+def test_ingest_writes_in_batches_and_closes_the_session(tmp_path: Path, pipeline: Pipeline):
+    db = tmp_path / "t.db"
+    ingest = Ingest(db, pipeline, session_label="unit")
+    sid = ingest.start()
+    for i in range(120):
+        ingest.submit(flow(b"{}", headers=[("content-type", "application/json")], fid=f"f{i}"))
+    time.sleep(1.2)  # committed within a second, before stop()
+    assert rows(db, "select count(*) as n from flows")[0]["n"] == 120
+    stats = ingest.stop()
+    assert stats.recorded == 120 and stats.unrecorded_total == 0
+    (session,) = rows(db, "select * from sessions")
+    assert session["id"] == sid and session["ended"] and session["items_recorded"] == 120
+
+
+class GatedPipeline(Pipeline):
+    """A pipeline that stalls until released: ingest as slow as a machine under load can make it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def process(self, record, session_id):  # type: ignore[override]
+        self.gate.wait()
+        return super().process(record, session_id)
+
+
+def test_full_queue_is_counted_never_blocking_never_silent(tmp_path: Path, caplog):
+    db = tmp_path / "t.db"
+    pipeline = GatedPipeline()
+    ingest = Ingest(db, pipeline, session_label="stalled", queue_size=5)
+    ingest.start()
+    started = time.monotonic()
+    for i in range(50):
+        ingest.submit(flow(fid=f"f{i}", method="GET"))
+    assert time.monotonic() - started < 0.5  # submit never waits for the stalled worker
+    pipeline.gate.set()
+    stats = ingest.stop()
+    # The worker may have taken one item before stalling; the queue held 5 more.
+    assert stats.recorded in (5, 6) and stats.unrecorded["ingest queue full"] == 50 - stats.recorded
+    (session,) = rows(db, "select * from sessions")
+    assert session["items_unrecorded"] == 50 - stats.recorded
+    assert json.loads(session["unrecorded_reasons"]) == {"ingest queue full": 50 - stats.recorded}
+    assert "ingest queue full" in caplog.text
+
+
+def test_disk_full_is_counted_and_ingest_keeps_going(tmp_path: Path, pipeline: Pipeline, caplog):
+    db = tmp_path / "t.db"
+
+    def tiny_store(path: Path) -> Store:
+        store = Store(path)
+        pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+        store.conn.execute(f"PRAGMA max_page_count = {pages + 3}")  # a real SQLITE_FULL soon
+        return store
+
+    ingest = Ingest(db, pipeline, session_label="disk full", store_factory=tiny_store, batch_size=10)
+    ingest.start()
+    for i in range(300):
+        ingest.submit(flow(b"y" * 4000, headers=[("content-type", "text/plain")], fid=f"f{i}"))
+    stats = ingest.stop()
+    assert stats.unrecorded_total > 0 and stats.recorded + stats.unrecorded_total == 300
+    assert any("full" in reason for reason in stats.unrecorded)
+    assert "not recorded" in caplog.text and "traffic is unaffected" in caplog.text
+    conn = sqlite3.connect(db)
+    assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
