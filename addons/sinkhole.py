@@ -1,0 +1,241 @@
+"""Sinkhole (lab mode): answer matching requests locally so nothing leaves the machine.
+
+Option ``teletap_sinkhole`` takes selectors (repeatable): ``all``, ``category:C``, ``signature:ID``,
+``vendor:V``, ``undocumented``. A request matching any of them is answered by teletap with a success the
+client understands, so it neither retries nor changes behaviour:
+
+* OneCollector (1DS) and Aria collectors: ``{"acc": N}`` with N = the number of events in the body;
+* Application Insights: ``{"itemsReceived": N, "itemsAccepted": N, "errors": []}``;
+* anything else: ``204 No Content``.
+
+The selector that matched is stored in ``flow.metadata["teletap_sinkholed"]`` (the capture addon records it).
+With ``all``, ``connection_strategy`` is set to ``lazy`` so mitmproxy never opens an upstream connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mitmproxy import ctx, exceptions, http
+
+from .signatures import _ID_RE, CATEGORIES
+
+if TYPE_CHECKING:
+    from .signatures import Matcher, Signature
+
+log = logging.getLogger("teletap")
+
+SELECTOR_HELP = "all, category:C, signature:ID, vendor:V, undocumented"
+MAX_COUNT_BYTES = 16 * 1024 * 1024  # decompressed bytes examined to count events; beyond that we estimate
+
+
+@dataclass(frozen=True)
+class Selector:
+    text: str  # as the user wrote it; recorded in flow metadata
+    kind: str  # all | category | signature | vendor | undocumented
+    value: str | None = None
+
+    def matches(self, sig: Signature | None) -> bool:
+        if self.kind == "all":
+            return True
+        if self.kind == "undocumented":
+            return sig is None
+        if sig is None:
+            return False
+        if self.kind == "category":
+            return sig.category == self.value
+        if self.kind == "signature":
+            return sig.id == self.value
+        return sig.vendor.casefold() == (self.value or "").casefold()
+
+
+def parse_selector(text: str) -> Selector:
+    """A :class:`Selector`, or ValueError with a message naming what was expected."""
+    s = text.strip()
+    if s in ("all", "undocumented"):
+        return Selector(s, s)
+    kind, sep, value = s.partition(":")
+    value = value.strip()
+    if not sep or kind not in ("category", "signature", "vendor"):
+        raise ValueError(f"invalid sinkhole selector {text!r}; expected one of: {SELECTOR_HELP}")
+    if not value:
+        raise ValueError(f"invalid sinkhole selector {text!r}: expected a value after '{kind}:'")
+    if kind == "category" and value not in CATEGORIES:
+        raise ValueError(f"invalid sinkhole selector {text!r}: unknown category; expected one of: "
+                         + ", ".join(CATEGORIES))
+    if kind == "signature" and not _ID_RE.fullmatch(value):
+        raise ValueError(f"invalid sinkhole selector {text!r}: expected a signature id "
+                         "(lower-case letters, digits, '.', '_' or '-')")
+    return Selector(s, kind, value)
+
+
+# -- counting events for the acknowledgement ---------------------------------------------------------------
+
+
+def _inflate(body: bytes, encoding: str) -> bytes | None:
+    """Decompress at most MAX_COUNT_BYTES (a compression bomb cannot cost more); None if not decodable."""
+    enc = encoding.strip().lower()
+    if not enc or enc == "identity":
+        return body
+    if enc == "gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    elif enc == "deflate":
+        wbits = -zlib.MAX_WBITS if body[:1] != b"\x78" else zlib.MAX_WBITS  # raw deflate is what 1DS sends
+    else:
+        return None
+    try:
+        return zlib.decompressobj(wbits).decompress(body, MAX_COUNT_BYTES)
+    except zlib.error:
+        return None
+
+
+def _count_lines(text: bytes) -> int:
+    return sum(1 for line in text.split(b"\n") if line.strip())
+
+
+def _count_with_decoders(flow: http.HTTPFlow) -> int | None:
+    try:
+        from . import decoders
+    except ImportError:
+        return None
+    decode = getattr(decoders, "decode_request", None)
+    if decode is None:
+        return None
+    req = flow.request
+    result = decode(req.method, req.pretty_url, list(req.headers.items(multi=True)), req.raw_content or b"")
+    events = getattr(result, "events", None)
+    return len(events) if events else None
+
+
+def _is_json_stream(flow: http.HTTPFlow) -> bool:
+    ctype = (flow.request.headers.get("content-type") or "").lower()
+    query_ctype = (flow.request.query.get("content-type") or "").lower()
+    return any(t in ctype or t in query_ctype for t in ("json", "text/plain"))
+
+
+def onecollector_count(flow: http.HTTPFlow) -> int:
+    raw = flow.request.raw_content or b""
+    if not raw:
+        return 0
+    if _is_json_stream(flow):
+        encoding = flow.request.headers.get("content-encoding") or flow.request.query.get("content-encoding") or ""
+        text = _inflate(raw, encoding)
+        if text is not None:
+            return _count_lines(text)
+    # Bond Compact Binary (or an undecodable body): ask the decoders, else acknowledge one.
+    try:
+        n = _count_with_decoders(flow)
+    except Exception as e:  # counting must never cost the flow its answer
+        log.debug("teletap: sinkhole event count failed: %s", e)
+        n = None
+    return n if n is not None else 1
+
+
+def appinsights_count(flow: http.HTTPFlow) -> int:
+    raw = flow.request.raw_content or b""
+    text = _inflate(raw, flow.request.headers.get("content-encoding") or "")
+    if not text:
+        return 0 if not raw else 1
+    stripped = text.lstrip()
+    if stripped.startswith(b"["):
+        try:
+            items = json.loads(stripped)
+            return len(items) if isinstance(items, list) else 1
+        except ValueError:
+            return 1
+    return _count_lines(text)
+
+
+def protocol_of(flow: http.HTTPFlow, sig: Signature | None) -> str:
+    """onecollector | aria-collector | app-insights | other, from the signature or else the path."""
+    protocol = sig.expect.get("protocol") if sig is not None else None
+    path = flow.request.path.split("?", 1)[0].lower()
+    if "/onecollector/" in path:
+        return "onecollector"
+    if "/collector/3.0" in path:
+        return "aria-collector"
+    if path.rstrip("/").endswith(("/v2/track", "/v2.1/track")):
+        return "app-insights"
+    if protocol in ("onecollector", "aria-collector", "app-insights") and flow.request.method == "POST":
+        return protocol
+    return "other"
+
+
+def make_response(flow: http.HTTPFlow, sig: Signature | None) -> http.Response:
+    protocol = protocol_of(flow, sig) if flow.request.method == "POST" else "other"
+    headers = {"content-type": "application/json", "x-teletap-sinkhole": "1"}
+    if protocol in ("onecollector", "aria-collector"):
+        body = json.dumps({"acc": onecollector_count(flow)})
+    elif protocol == "app-insights":
+        n = appinsights_count(flow)
+        body = json.dumps({"itemsReceived": n, "itemsAccepted": n, "errors": []})
+    else:
+        return http.Response.make(204, b"", {"x-teletap-sinkhole": "1"})
+    return http.Response.make(200, body.encode(), headers)
+
+
+class Sinkhole:
+    def __init__(self, matcher: Callable[[], Matcher | None]):
+        self._matcher = matcher
+        self.selectors: list[Selector] = []
+        self._restore_strategy: str | None = None
+
+    def load(self, loader: Any) -> None:
+        loader.add_option(
+            "teletap_sinkhole", Sequence[str], [],
+            f"Answer matching requests locally so they never leave (lab mode). Selectors: {SELECTOR_HELP}. "
+            "With 'all', no upstream connection is ever opened.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "teletap_sinkhole" not in updated:
+            return
+        selectors = []
+        for text in ctx.options.teletap_sinkhole:
+            try:
+                selectors.append(parse_selector(text))
+            except ValueError as e:
+                raise exceptions.OptionsError(str(e)) from None
+        self.selectors = selectors
+        wants_all = any(s.kind == "all" for s in selectors)
+        # Lazy: mitmproxy connects upstream only when a request needs it, and with 'all' none does.
+        if "connection_strategy" not in ctx.options:  # no proxy core loaded (e.g. an offline tool)
+            return
+        if wants_all and ctx.options.connection_strategy != "lazy":
+            self._restore_strategy = ctx.options.connection_strategy
+            ctx.options.update(connection_strategy="lazy")
+        elif not wants_all and self._restore_strategy is not None:
+            previous, self._restore_strategy = self._restore_strategy, None
+            ctx.options.update(connection_strategy=previous)
+
+    def _signature(self, flow: http.HTTPFlow) -> Signature | None:
+        matcher = self._matcher()
+        if matcher is None:  # signatures not loaded (yet): everything counts as undocumented
+            return None
+        req = flow.request
+        return matcher.match(req.pretty_host, req.path, req.method, req.port, req.headers.get("content-type"))
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if not self.selectors or flow.response is not None or flow.error is not None:
+            return
+        needs_sig = any(s.kind != "all" for s in self.selectors)
+        try:
+            sig = self._signature(flow) if needs_sig else None
+        except Exception as e:  # a matcher failure must not leak the request upstream when 'all' is set
+            log.error("teletap: sinkhole matching failed for %s: %s", flow.request.pretty_host, e)
+            sig = None
+        for selector in self.selectors:
+            if selector.matches(sig):
+                if sig is None and needs_sig is False:
+                    try:
+                        sig = self._signature(flow)  # only to pick the protocol-appropriate answer
+                    except Exception:
+                        sig = None
+                flow.response = make_response(flow, sig)
+                flow.metadata["teletap_sinkholed"] = selector.text
+                return

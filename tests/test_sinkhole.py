@@ -1,0 +1,164 @@
+"""Sinkhole addon: selectors, local answers per protocol, lazy connection strategy (tflow/taddons)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from pathlib import Path
+
+import pytest
+from mitmproxy import exceptions, http
+from mitmproxy.addons import proxyserver
+from mitmproxy.test import taddons, tflow, tutils
+
+from teletap.signatures import Matcher, SignatureSet
+from teletap.sinkhole import Sinkhole, parse_selector
+
+from . import bond_encoder as be
+
+SIGS = """\
+schema_version: 1
+signatures:
+  - id: test.collector
+    name: Test collector
+    vendor: Example Corp
+    category: diagnostic-data
+    data_flow: first-party
+    match: {hosts: ["*.events.example.invalid"]}
+    expect: {protocol: onecollector}
+    documentation: {urls: ["https://docs.example.invalid/a"], checked: 2026-01-01}
+    examples: {match: [a.events.example.invalid]}
+  - id: test.insights
+    name: Test insights
+    vendor: Other Vendor
+    category: analytics
+    data_flow: third-party
+    match: {hosts: [dc.example.invalid]}
+    expect: {protocol: app-insights}
+    documentation: {urls: ["https://docs.example.invalid/b"], checked: 2026-01-01}
+    examples: {match: [dc.example.invalid]}
+"""
+
+
+@pytest.fixture
+def matcher(tmp_path: Path) -> Matcher:
+    f = tmp_path / "s.yaml"
+    f.write_text(SIGS)
+    return Matcher(SignatureSet.load([f]))
+
+
+def flow(host: str, path: str = "/", method: str = "POST", body: bytes = b"",
+         headers: dict[str, str] | None = None) -> http.HTTPFlow:
+    f = tflow.tflow()
+    f.request = tutils.treq(host=host, port=443, scheme=b"https", method=method.encode(), path=path.encode(),
+                            headers=http.Headers([(k.encode(), v.encode()) for k, v in (headers or {}).items()]),
+                            content=body)
+    return f
+
+
+def run(addon: Sinkhole, selectors: list[str], f: http.HTTPFlow) -> http.HTTPFlow:
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, teletap_sinkhole=selectors)
+        addon.request(f)
+    return f
+
+
+def test_parse_selector_accepts_every_kind() -> None:
+    assert parse_selector("all").kind == "all"
+    assert parse_selector("undocumented").kind == "undocumented"
+    assert parse_selector("category:diagnostic-data").value == "diagnostic-data"
+    assert parse_selector("signature:ms.windows.cuet").value == "ms.windows.cuet"
+    assert parse_selector("vendor:Microsoft").value == "Microsoft"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("everything", "expected one of: all, category:C, signature:ID, vendor:V, undocumented"),
+    ("category:telemetry", "unknown category; expected one of: diagnostic-data"),
+    ("vendor:", "expected a value after 'vendor:'"),
+    ("signature:Bad Id", "expected a signature id"),
+])
+def test_invalid_selector_is_an_options_error(matcher: Matcher, bad: str, message: str) -> None:
+    addon = Sinkhole(lambda: matcher)
+    with taddons.context(addon) as tctx, pytest.raises(exceptions.OptionsError, match=message):
+        tctx.configure(addon, teletap_sinkhole=[bad])
+
+
+def test_onecollector_json_stream_is_acknowledged_with_event_count(matcher: Matcher) -> None:
+    lines = b'{"name":"A"}\n{"name":"B"}\n{"name":"C"}'
+    f = run(Sinkhole(lambda: matcher), ["category:diagnostic-data"],
+            flow("x.events.example.invalid", "/OneCollector/1.0/", body=gzip.compress(lines),
+                 headers={"content-type": "application/x-json-stream", "content-encoding": "gzip"}))
+    assert f.response is not None and f.response.status_code == 200
+    assert json.loads(f.response.content) == {"acc": 3}
+    assert f.metadata["teletap_sinkholed"] == "category:diagnostic-data"
+
+
+def test_onecollector_bond_is_counted_by_the_decoders(matcher: Matcher) -> None:
+    body = b"".join(be.encode(be.record(name=f"Test.Event{i}", ikey="o:00000000000000000000000000000000"))
+                    for i in range(2))
+    f = run(Sinkhole(lambda: matcher), ["signature:test.collector"],
+            flow("x.events.example.invalid", "/OneCollector/1.0/", body=zlib.compress(body)[2:-4],
+                 headers={"content-type": "application/bond-compact-binary", "content-encoding": "deflate"}))
+    assert json.loads(f.response.content) == {"acc": 2}
+    assert f.metadata["teletap_sinkholed"] == "signature:test.collector"
+
+
+def test_undecodable_bond_falls_back_to_one(matcher: Matcher) -> None:
+    f = run(Sinkhole(lambda: matcher), ["all"],
+            flow("x.events.example.invalid", "/OneCollector/1.0/", body=b"\xff\xfe not bond",
+                 headers={"content-type": "application/bond-compact-binary"}))
+    assert json.loads(f.response.content) == {"acc": 1}
+
+
+def test_application_insights_answer(matcher: Matcher) -> None:
+    body = json.dumps([{"name": "a"}, {"name": "b"}]).encode()
+    f = run(Sinkhole(lambda: matcher), ["vendor:other vendor"],
+            flow("dc.example.invalid", "/v2/track", body=body, headers={"content-type": "application/json"}))
+    assert json.loads(f.response.content) == {"itemsReceived": 2, "itemsAccepted": 2, "errors": []}
+    assert f.metadata["teletap_sinkholed"] == "vendor:other vendor"
+
+
+def test_other_requests_get_204(matcher: Matcher) -> None:
+    f = run(Sinkhole(lambda: matcher), ["undocumented"], flow("unknown.example.invalid", "/x", method="GET"))
+    assert f.response is not None and f.response.status_code == 204
+    assert f.metadata["teletap_sinkholed"] == "undocumented"
+
+
+def test_non_matching_request_is_left_alone(matcher: Matcher) -> None:
+    f = run(Sinkhole(lambda: matcher), ["category:analytics", "undocumented"],
+            flow("x.events.example.invalid", "/OneCollector/1.0/"))
+    assert f.response is None
+    assert "teletap_sinkholed" not in f.metadata
+
+
+def test_first_matching_selector_is_recorded(matcher: Matcher) -> None:
+    f = run(Sinkhole(lambda: matcher), ["vendor:Example Corp", "all"], flow("a.events.example.invalid"))
+    assert f.metadata["teletap_sinkholed"] == "vendor:Example Corp"
+
+
+def test_all_sets_lazy_connection_strategy_and_restores_it(matcher: Matcher) -> None:
+    addon = Sinkhole(lambda: matcher)
+    with taddons.context(addon, proxyserver.Proxyserver()) as tctx:
+        assert tctx.options.connection_strategy == "eager"
+        tctx.configure(addon, teletap_sinkhole=["all"])
+        assert tctx.options.connection_strategy == "lazy"
+        tctx.configure(addon, teletap_sinkhole=["undocumented"])
+        assert tctx.options.connection_strategy == "eager"
+
+
+def test_without_a_matcher_only_all_and_undocumented_apply() -> None:
+    addon = Sinkhole(lambda: None)
+    f = run(addon, ["category:diagnostic-data"], flow("a.events.example.invalid"))
+    assert f.response is None
+    f = run(Sinkhole(lambda: None), ["all"], flow("a.events.example.invalid", "/OneCollector/1.0/", body=b"{}\n",
+                                                  headers={"content-type": "application/x-json-stream"}))
+    assert json.loads(f.response.content) == {"acc": 1}
+
+
+def test_shipped_set_sinkholes_a_real_collector_host() -> None:
+    m = Matcher(SignatureSet.load())
+    f = run(Sinkhole(lambda: m), ["signature:ms.m365.mobile-events"],
+            flow("mobile.events.data.microsoft.com", "/OneCollector/1.0/", body=b'{"a":1}\n{"b":2}\n',
+                 headers={"content-type": "application/x-json-stream"}))
+    assert json.loads(f.response.content) == {"acc": 2}
