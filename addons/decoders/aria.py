@@ -89,11 +89,9 @@ def decode_aria(body: bytes, params: dict[str, str], limits: Limits, notes: list
                 ) -> tuple[list[Event], DecodeError | None]:
     reader = Reader(body, version=1, max_depth=limits.max_depth)
     try:
-        req, end = reader.struct(0, REQUEST_SCHEMA)
+        req, end = reader.read(0, REQUEST_SCHEMA)
     except BondError as e:
         return [], e
-    except RecursionError:
-        return [], BondError("nesting too deep", 0)
     error: DecodeError | None = None
     if end != len(body):
         error = DecodeError(f"{len(body) - end} bytes after the ClientToCollectorRequest", end)

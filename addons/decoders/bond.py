@@ -47,13 +47,24 @@ class BondError(DecodeError):
 class Reader:
     """Reads from ``buf``; positions are passed and returned explicitly (faster than attribute updates)."""
 
-    __slots__ = ("buf", "end", "max_depth", "v2")
+    __slots__ = ("buf", "end", "max_depth", "memo", "v2")
 
-    def __init__(self, buf: bytes, *, version: int = 1, max_depth: int = 64) -> None:
+    def __init__(self, buf: bytes, *, version: int = 1, max_depth: int = 64, memo: bool = False) -> None:
         self.buf = buf
+        # Optional cache of one-element vector<Struct> fields by their bytes (see struct()).
+        self.memo: dict | None = {} if memo else None
         self.end = len(buf)
         self.v2 = version == 2
         self.max_depth = max_depth
+
+    def read(self, pos: int, schema: Schema | None) -> tuple[dict, int]:
+        """One top-level struct, with IndexError/RecursionError turned into BondError."""
+        try:
+            return self.struct(pos, schema)
+        except IndexError as e:
+            raise BondError("truncated: the data ended inside a struct", self.end) from e
+        except RecursionError as e:
+            raise BondError("nesting too deep for the interpreter", pos) from e
 
     # -- scalars ---------------------------------------------------------------------------------
     def varint(self, pos: int, max_bytes: int = 10, limit: int = _U64) -> tuple[int, int]:
@@ -177,7 +188,21 @@ class Reader:
         depth += 1
         if depth > self.max_depth:
             raise BondError(f"nesting deeper than {self.max_depth}", pos)
-        et, count, pos = self._container_header(pos)
+        if pos >= self.end:
+            raise BondError("truncated container", pos)
+        b = self.buf[pos]
+        et = b & 0x1F
+        if b >> 5:
+            et, count, pos = self._container_header(pos)
+        else:
+            c = self.buf[pos + 1] if pos + 1 < self.end else 0x80
+            if c < 0x80:
+                count = c
+                pos += 2
+            else:
+                count, pos = self.varint(pos + 1, 5, _U32)
+            if count * _MIN_SIZE.get(et, 1) > self.end - pos:
+                raise BondError(f"container of {count} {TYPE_NAMES.get(et, et)} exceeds the bytes left", pos)
         if et in (BT_UINT8, BT_INT8):
             # A blob: keep it as bytes (GUIDs, hashes).
             return bytes_json(self.buf[pos : pos + count]), pos + count
@@ -230,7 +255,11 @@ class Reader:
         return out, pos
 
     def struct(self, pos: int, schema: Schema | None, depth: int = 1) -> tuple[dict, int]:
-        """Read one struct (fields up to BT_STOP); base-struct sections (BT_STOP_BASE) are read through."""
+        """Read one struct (fields up to BT_STOP); base-struct sections (BT_STOP_BASE) are read through.
+
+        Reading past the end raises IndexError, which the callers turn into a truncation error: one
+        bounds check per field less on the hot path.
+        """
         if depth > self.max_depth:
             raise BondError(f"nesting deeper than {self.max_depth}", pos)
         buf = self.buf
@@ -241,42 +270,85 @@ class Reader:
             if length > end - pos:
                 raise BondError(f"v2 struct length {length} exceeds the {end - pos} bytes left", pos)
             stop_at = pos + length
+        if schema is None:
+            schema = _NO_SCHEMA
         out: dict[str, Any] = {}
         unknown = None
         value = self.value
         while True:
-            if pos >= end:
-                raise BondError("truncated struct (no BT_STOP)", pos)
             b = buf[pos]
             pos += 1
+            if b == 0:
+                break
             t = b & 0x1F
             fid = b >> 5
-            if fid == 6:
-                if pos >= end:
-                    raise BondError("truncated field id", pos)
-                fid = buf[pos]
+            if fid >= 6:
+                if fid == 6:
+                    fid = buf[pos]
+                    pos += 1
+                else:
+                    fid = buf[pos] | (buf[pos + 1] << 8)
+                    pos += 2
+            # Inline fast paths for the commonest fields (short strings, small signed integers): a call
+            # per field is most of the cost of a pure-Python reader.
+            if t == BT_STRING and buf[pos] < 0x80:
+                stop = pos + 1 + buf[pos]
+                if stop > end:
+                    raise BondError(f"string of {buf[pos]} bytes exceeds the {end - pos - 1} bytes left", pos)
+                raw = buf[pos + 1 : stop]
+                pos = stop
+                try:
+                    v = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    v = bytes_json(raw)
+                spec = schema.get(fid)
+            elif (t == BT_INT64 or t == BT_INT32) and buf[pos] < 0x80:  # noqa: SIM109 - faster than a tuple
+                n = buf[pos]
+                v = (n >> 1) ^ -(n & 1)
                 pos += 1
-            elif fid == 7:
-                if pos + 2 > end:
-                    raise BondError("truncated field id", pos)
-                fid = buf[pos] | (buf[pos + 1] << 8)
-                pos += 2
-            if t == BT_STOP:
-                break
-            if t == BT_STOP_BASE:
+                spec = schema.get(fid)
+            elif t == BT_LIST and buf[pos] == BT_STRUCT and buf[pos + 1] == 1 and not self.v2:
+                # vector<Struct> of one element: every ext* field and Data vector of a CsProtocol Record.
+                spec = schema.get(fid)
+                memo = self.memo
+                if memo is not None:
+                    # Records in one batch repeat the same ext structs byte for byte. A struct encoding is
+                    # prefix-free (it ends at its BT_STOP), so equal leading bytes mean an equal struct.
+                    hit = memo.get((id(schema), fid))
+                    if hit is not None and buf.startswith(hit[0], pos + 2):
+                        v = [dict(hit[1])]
+                        pos += 2 + len(hit[0])
+                    else:
+                        item, new_pos = self.struct(pos + 2, spec[1] if spec is not None else None, depth + 1)
+                        if new_pos - pos < 512:
+                            memo[(id(schema), fid)] = (buf[pos + 2 : new_pos], item)
+                            item = dict(item)
+                        pos = new_pos
+                        v = [item]
+                else:
+                    item, pos = self.struct(pos + 2, spec[1] if spec is not None else None, depth + 1)
+                    v = [item]
+            elif t == BT_STOP:
+                break  # BT_STOP with an escaped id: unusual but well-formed
+            elif t == BT_STOP_BASE:
                 continue
-            spec = schema.get(fid) if schema is not None else None
+            else:
+                spec = schema.get(fid)
+                v, pos = value(t, pos, spec[1] if spec is not None else None, depth)
             if spec is not None:
-                v, pos = value(t, pos, spec[1], depth)
                 out[spec[0]] = v
             else:
-                v, pos = value(t, pos, None, depth)
                 if unknown is None:
                     unknown = out["_unknown"] = []
                 unknown.append({"id": fid, "type": TYPE_NAMES.get(t, str(t)), "value": v})
         if stop_at is not None and pos != stop_at:
             raise BondError(f"v2 struct ended at {pos}, its length prefix says {stop_at}", pos)
+        if pos > end:
+            raise IndexError
         return out, pos
+
+
+_NO_SCHEMA: Schema = {}
 
 
 def read_struct(
@@ -284,7 +356,4 @@ def read_struct(
 ) -> tuple[dict, int]:
     """Read one struct at ``pos``; returns it and the position after it. Raises BondError with an offset."""
     reader = Reader(buf, version=version, max_depth=max_depth)
-    try:
-        return reader.struct(pos, schema)
-    except RecursionError as e:
-        raise BondError("nesting too deep for the interpreter", pos) from e
+    return reader.read(pos, schema)

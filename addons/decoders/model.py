@@ -77,13 +77,21 @@ TICKS_AT_UNIX_EPOCH = 621_355_968_000_000_000
 _MAX_TICKS = 3_155_378_975_999_999_999  # 9999-12-31T23:59:59.9999999
 
 
+_SECONDS: dict[int, str] = {}  # "YYYY-MM-DDTHH:MM:SS" by Unix second: events in a batch share seconds
+
+
 def iso_from_unix_us(us: int) -> str | None:
-    try:
-        return (_UNIX_EPOCH + timedelta(microseconds=us)).isoformat(timespec="microseconds").replace(
-            "+00:00", "Z"
-        )
-    except (OverflowError, ValueError):
-        return None
+    sec, frac = divmod(us, 1_000_000)
+    head = _SECONDS.get(sec)
+    if head is None:
+        try:
+            head = (_UNIX_EPOCH + timedelta(seconds=sec)).isoformat()[:19]
+        except (OverflowError, ValueError):
+            return None
+        if len(_SECONDS) >= 8192:
+            _SECONDS.clear()
+        _SECONDS[sec] = head
+    return f"{head}.{frac:06d}Z"
 
 
 def iso_from_ticks(ticks: Any) -> str | None:
@@ -114,10 +122,32 @@ def iso_from_unix_s(s: Any) -> str | None:
     return None
 
 
+_SEEN_HEADS: set[str] = set()
+
+
+def _valid_head(head: str) -> bool:
+    try:
+        datetime.fromisoformat(head)
+    except ValueError:
+        return False
+    if len(_SEEN_HEADS) >= 8192:
+        _SEEN_HEADS.clear()
+    _SEEN_HEADS.add(head)
+    return True
+
+
 def normalise_iso(text: Any) -> str | None:
     """Client-supplied ISO-8601 time → teletap's one form (UTC, microseconds, 'Z'), so times sort as text."""
     if not isinstance(text, str) or not 10 <= len(text) <= 40:
         return None
+    if len(text) == 24 and text[23] == "Z" and text[19] == "." and text[10] == "T" and text[:19].isascii():
+        # The JS SDK's own form (toISOString): only the fraction needs widening. Validated by a parse
+        # of the second only when not yet seen.
+        head = text[:19]
+        if head in _SEEN_HEADS or _valid_head(head):
+            frac = text[20:23]
+            if frac.isdigit():
+                return f"{head}.{frac}000Z"
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:

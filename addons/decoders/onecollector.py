@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
+import struct
 from collections.abc import Callable
 from typing import Any
 
-from .bond import BondError, Reader, Schema
+from .bond import BT_DOUBLE, BT_INT32, BT_INT64, BT_LIST, BT_STRING, BT_STRUCT, BondError, Reader, Schema
 from .model import (
     DecodeError,
     Event,
     Limits,
     TooManyEvents,
+    bytes_json,
+    float_json,
     iso_from_ticks,
     iso_from_unix_ms,
     normalise_iso,
@@ -100,6 +102,8 @@ RECORD_SCHEMA: Schema = {
     70: ("data", DATA_SCHEMA),
 }
 
+_EXT_KEYS = {EXT_PREFIX + n: n for n in _EXT_IDS.values()}
+
 VALUE_KINDS = ("Int64", "UInt64", "Int32", "UInt32", "Double", "String", "Bool", "DateTime", "Guid",
                "ArrayInt64", "ArrayUInt64", "ArrayInt32", "ArrayUInt32", "ArrayDouble", "ArrayString",
                "ArrayBool", "ArrayDateTime", "ArrayGuid")
@@ -122,8 +126,7 @@ def _guid(b: Any) -> Any:
     # 1DS writes GUIDs as 16 bytes in the Windows GUID layout (first three groups little-endian).
     if isinstance(b, dict) and "$bytes_b64" in b:
         raw = base64.b64decode(b["$bytes_b64"])
-        if len(raw) == 16:
-            return str(uuid.UUID(bytes_le=raw))
+        return _guid_str(raw)
     return b
 
 
@@ -131,8 +134,8 @@ def _first(v: Any) -> Any:
     return v[0] if isinstance(v, list) and v else None
 
 
-def convert_value(v: dict) -> tuple[Any, dict]:
-    """A CsProtocol Value → (plain value, meta {kind, pii?, customerContent?})."""
+def convert_value(v: dict) -> tuple[Any, dict | None]:
+    """A CsProtocol Value → (plain value, meta {kind, pii?, customerContent?}); meta None for a plain String."""
     kind = v.get("type", 5)
     kname = _kind_name(VALUE_KINDS, kind)
     meta: dict[str, Any] = {"kind": kname}
@@ -191,7 +194,246 @@ def convert_value(v: dict) -> tuple[Any, dict]:
             meta["customerContent"] = cc
     if "_unknown" in v:
         meta["_unknown"] = v["_unknown"]
-    return out, meta
+    return out, (None if meta == {"kind": "String"} else meta)
+
+
+class _Slow(Exception):
+    """The fast Value path met something it does not handle; the generic reader takes over."""
+
+
+_unpack_d = struct.Struct("<d").unpack_from
+
+
+def _plain_value(kind: int, sval: str, lval: int, dval: float) -> tuple[Any, dict | None]:
+    if kind == 5:
+        return sval, None
+    if kind in (0, 2, 3):
+        return lval, _KIND_META[kind]
+    if kind == 4:
+        return dval, _KIND_META[4]
+    if kind == 6:
+        return lval != 0, _KIND_META[6]
+    if kind == 1:
+        return (lval & ((1 << 64) - 1)) if lval < 0 else lval, _KIND_META[1]
+    if kind == 7:
+        return iso_from_ticks(lval) or lval, {"kind": "DateTime", "ticks": lval}
+    raise _Slow
+
+
+# Shared, never mutated: one meta dict per kind instead of one per property.
+_KIND_META = {i: {"kind": VALUE_KINDS[i]} for i in range(len(VALUE_KINDS))}
+
+
+class CsReader(Reader):
+    """Reader with a fast path for ``map<string, Value>``, where most of a record's bytes are.
+
+    Each property becomes ``(plain value, meta or None)``; meta is None for a plain String. Values with
+    attributes, arrays, GUIDs or anything unexpected go through the generic reader and convert_value.
+    """
+
+    __slots__ = ()
+
+    def map(self, pos: int, schema: Schema | None, depth: int) -> tuple[dict, int]:
+        buf = self.buf
+        end = self.end
+        if (schema is not VALUE_SCHEMA or self.v2 or pos + 3 > end or buf[pos] != BT_STRING
+                or buf[pos + 1] != BT_STRUCT or depth + 2 > self.max_depth):
+            out, pos = Reader.map(self, pos, schema, depth)
+            if schema is VALUE_SCHEMA:
+                out = {k: convert_value(v) if isinstance(v, dict) else (v, None) for k, v in out.items()}
+            return out, pos
+        count, pos = self.varint(pos + 2, 5, 0xFFFFFFFF)
+        if count * 2 > end - pos:
+            raise BondError(f"map of {count} entries exceeds the bytes left", pos)
+        props: dict[str, Any] = {}
+        for _ in range(count):
+            n = buf[pos]
+            if n < 0x80 and pos + 1 + n <= end:
+                try:
+                    key = buf[pos + 1 : pos + 1 + n].decode("utf-8")
+                    pos += 1 + n
+                except UnicodeDecodeError:
+                    key, pos = self.string(pos)
+            else:
+                key, pos = self.string(pos)
+            if not isinstance(key, str):
+                key = json.dumps(key)
+            start = pos
+            kind = 5
+            sval = ""
+            lval = 0
+            dval = 0.0
+            attrs = guid = larr = None
+            try:
+                while True:
+                    b = buf[pos]
+                    pos += 1
+                    if b == 0:
+                        break
+                    t = b & 0x1F
+                    fid = b >> 5
+                    if fid == 3 and t == BT_STRING:
+                        n = buf[pos]
+                        if n >= 0x80:
+                            raise _Slow
+                        stop = pos + 1 + n
+                        if stop > end:
+                            raise _Slow
+                        sval = buf[pos + 1 : stop].decode("utf-8")
+                        pos = stop
+                    elif fid == 1 and t == BT_INT32:
+                        n = buf[pos]
+                        if n >= 0x80:
+                            raise _Slow
+                        kind = (n >> 1) ^ -(n & 1)
+                        pos += 1
+                    elif fid == 4 and t == BT_INT64:
+                        # Inline varint (tick counts are 8-9 bytes): the call would cost more than the loop.
+                        n = 0
+                        shift = 0
+                        while True:
+                            c = buf[pos]
+                            pos += 1
+                            n |= (c & 0x7F) << shift
+                            if c < 0x80:
+                                break
+                            shift += 7
+                            if shift > 63:
+                                raise _Slow
+                        if n >> 64:
+                            raise _Slow
+                        lval = (n >> 1) ^ -(n & 1)
+                    elif fid == 5 and t == BT_DOUBLE:
+                        if pos + 8 > end:
+                            raise _Slow
+                        dval = float_json(_unpack_d(buf, pos)[0])
+                        pos += 8
+                    elif fid == 2 and t == BT_LIST:
+                        attrs, pos = self._attributes(pos)
+                    elif b == 0xCB and buf[pos] == 6:  # list field, escaped id 6: guidValue
+                        guid, pos = self._guid_value(pos + 1)
+                    elif b == 0xCB and buf[pos] == 11:  # list field, escaped id 11: longArray
+                        larr, pos = self._long_array(pos + 1)
+                    else:
+                        raise _Slow
+                if guid is not None or larr is not None:
+                    v = _array_value(kind, guid, larr)
+                elif kind == 5:
+                    v = (sval, None)
+                else:
+                    v = _plain_value(kind, sval, lval, dval)
+                if attrs is not None:
+                    m = dict(v[1] or _KIND_META[5])
+                    if attrs[0]:
+                        m["pii"] = attrs[0]
+                    if attrs[1]:
+                        m["customerContent"] = attrs[1]
+                    v = (v[0], m)
+                props[key] = v
+            except (_Slow, IndexError, UnicodeDecodeError, BondError):
+                v, pos = self.struct(start, VALUE_SCHEMA, depth + 1)
+                props[key] = convert_value(v)
+        return props, pos
+
+    def _attributes(self, pos: int) -> tuple[tuple[list[str], list[str]], int]:
+        """vector<Attributes{1: vector<PII{1: Kind}>, 2: vector<CustomerContent{1: Kind}>}>, v1 layout."""
+        buf = self.buf
+        if buf[pos] != BT_STRUCT:
+            raise _Slow
+        count = buf[pos + 1]
+        pos += 2
+        if count >= 0x80:
+            raise _Slow
+        pii: list[str] = []
+        cc: list[str] = []
+        for _ in range(count):
+            while True:
+                b = buf[pos]
+                pos += 1
+                if b == 0:
+                    break
+                # 0x2B: list field 1 (pii); 0x4B: list field 2 (customerContent); both lists of struct.
+                if b == 0x2B:
+                    target, names = pii, PII_KINDS
+                elif b == 0x4B:
+                    target, names = cc, CC_KINDS
+                else:
+                    raise _Slow
+                if buf[pos] != BT_STRUCT or buf[pos + 1] >= 0x80:
+                    raise _Slow
+                n = buf[pos + 1]
+                pos += 2
+                for _ in range(n):
+                    kind = 0
+                    b = buf[pos]
+                    if b == 0x30:  # int32 field 1 (Kind), one-byte zigzag value
+                        z = buf[pos + 1]
+                        if z >= 0x80 or buf[pos + 2] != 0:
+                            raise _Slow
+                        kind = (z >> 1) ^ -(z & 1)
+                        pos += 3
+                    elif b == 0:
+                        pos += 1
+                    else:
+                        raise _Slow
+                    target.append(_kind_name(names, kind))
+        return (pii, cc), pos
+
+    def _guid_value(self, pos: int) -> tuple[list[bytes], int]:
+        """vector<vector<uint8>> of 16-byte GUIDs (the list-of-list header byte is already consumed)."""
+        buf = self.buf
+        if buf[pos] != BT_LIST or buf[pos + 1] >= 0x80:
+            raise _Slow
+        count = buf[pos + 1]
+        pos += 2
+        out = []
+        for _ in range(count):
+            if buf[pos] != 3 or buf[pos + 1] >= 0x80:
+                raise _Slow
+            n = buf[pos + 1]
+            pos += 2
+            if pos + n > self.end:
+                raise _Slow
+            out.append(buf[pos : pos + n])
+            pos += n
+        return out, pos
+
+    def _long_array(self, pos: int) -> tuple[list[list[int]], int]:
+        """vector<vector<int64>> (the list-of-list header byte is already consumed)."""
+        buf = self.buf
+        if buf[pos] != BT_LIST or buf[pos + 1] >= 0x80:
+            raise _Slow
+        count = buf[pos + 1]
+        pos += 2
+        out = []
+        zigzag = self.zigzag
+        for _ in range(count):
+            if buf[pos] != BT_INT64 or buf[pos + 1] >= 0x80:
+                raise _Slow
+            n = buf[pos + 1]
+            pos += 2
+            items = []
+            for _ in range(n):
+                v, pos = zigzag(pos)
+                items.append(v)
+            out.append(items)
+        return out, pos
+
+
+def _guid_str(raw: bytes) -> Any:
+    """16 bytes in the Windows GUID layout (first three groups little-endian) → canonical text."""
+    if len(raw) != 16:
+        return bytes_json(raw)
+    tail = raw[8:].hex()
+    return f"{raw[3::-1].hex()}-{raw[5:3:-1].hex()}-{raw[7:5:-1].hex()}-{tail[:4]}-{tail[4:]}"
+
+
+def _array_value(kind: int, guid: list[bytes] | None, larr: list[list[int]] | None) -> tuple[Any, dict | None]:
+    if kind == 8 and guid is not None and larr is None:
+        return (_guid_str(guid[0]) if guid else None), _KIND_META[8]
+    if kind in (9, 11, 12) and larr is not None and guid is None:
+        return (larr[0] if larr else []), _KIND_META[kind]
+    raise _Slow
 
 
 def _merge_props(datas: Any, target: dict, prefix: str, meta: dict, pii: list[dict]) -> None:
@@ -200,14 +442,14 @@ def _merge_props(datas: Any, target: dict, prefix: str, meta: dict, pii: list[di
             continue
         props = d.get("properties")
         if isinstance(props, dict):
-            for name, v in props.items():
-                if not isinstance(v, dict):
-                    target[name] = v
-                    continue
-                value, m = convert_value(v)
+            for name, (value, m) in props.items():
                 target[name] = value
+                if m is None:
+                    continue
                 path = prefix + name
                 meta[path] = m
+                if len(m) == 1:
+                    continue
                 for k in m.get("pii", ()):
                     if k != "NotSet":
                         pii.append({"path": path, "kind": k, "source": "1ds-pii-kind"})
@@ -226,10 +468,12 @@ def record_to_data(rec: dict) -> tuple[dict, list[dict]]:
     pii: list[dict] = []
     ext: dict[str, Any] = {}
     data: dict[str, Any] = {}
+    ext_names = _EXT_KEYS
     for key, v in rec.items():
-        if key.startswith(EXT_PREFIX):
+        e = ext_names.get(key)
+        if e is not None:
             # ext* fields are vectors of length 1 in practice; keep a list only when there are several.
-            ext[key[4:]] = v[0] if isinstance(v, list) and len(v) == 1 else v
+            ext[e] = v[0] if type(v) is list and len(v) == 1 else v
         elif key == "time":
             out["time"] = iso_from_ticks(v) or v
             meta["time"] = {"kind": "DateTime", "ticks": v}
@@ -371,8 +615,8 @@ def decode_bond(
         forced: int | None = version if version in (1, 2) else None
     else:
         forced = None
-    readers = {1: Reader(body, version=1, max_depth=limits.max_depth),
-               2: Reader(body, version=2, max_depth=limits.max_depth)}
+    readers = {1: CsReader(body, version=1, max_depth=limits.max_depth, memo=True),
+               2: CsReader(body, version=2, max_depth=limits.max_depth)}
     versions: set[int] = set()
     cs: set[str] = set()
     resyncs = 0
@@ -382,10 +626,10 @@ def decode_bond(
             break
         version = forced or _record_version(body, pos)[0]
         try:
-            rec, new_pos = readers[version].struct(pos, RECORD_SCHEMA)
-        except (BondError, RecursionError) as e:
+            rec, new_pos = readers[version].read(pos, RECORD_SCHEMA)
+        except BondError as e:
             if error is None:
-                error = e if isinstance(e, BondError) else BondError("nesting too deep", pos)
+                error = e
             # Resynchronise on the next record magic, as the SDK's own PayloadDecoder does.
             nxt = min((i for i in (body.find(m, pos + 1) for m in BOND_MAGICS) if i >= 0), default=-1)
             if nxt < 0:

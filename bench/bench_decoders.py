@@ -1,0 +1,127 @@
+"""Decoder throughput on one core: Bond records/s and 1DS JSON events/s, each next to plain ``json.loads``
+over the same events (a floor reference measured in the same run, so figures compare across machines).
+
+Run: python bench/bench_decoders.py [--seconds S]. Targets: >= 20k Bond records/s, >= 50k JSON events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+import time
+import zlib
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from bond_encoder import Prop, encode, record, ticks_from_unix_ms  # noqa: E402
+
+from teletap.decoders import decode_request  # noqa: E402
+
+BATCH = 50  # events per request, as the 1DS SDKs batch
+BOND_TARGET = 20_000
+JSON_TARGET = 50_000
+
+
+def _props(i: int) -> dict[str, Prop]:
+    return {
+        "Activity.Name": Prop("String", "Office.Word.FileOpen"),
+        "Activity.Duration": Prop("Int64", 1234 + i),
+        "Activity.Success": Prop("Bool", True),
+        "Activity.Count": Prop("Int32", 7),
+        "Data.Size": Prop("Double", 12.5),
+        "Data.DocumentId": Prop("Guid", "0f8fad5b-d9cb-469f-a165-70867728950e"),
+        "Data.UserEmail": Prop("String", f"user{i}@example.invalid", pii=["SmtpAddress"]),
+        "Data.FileName": Prop("String", "report.docx", cc=[1]),
+        "Data.Started": Prop("DateTime", ticks_from_unix_ms(1_764_072_000_000 + i)),
+        "Session.Id": Prop("String", "a1b2c3d4-0000-4000-8000-000000000001"),
+        "App.Build": Prop("String", "16.0.18025.20000"),
+        "App.Flags": Prop("ArrayInt64", [1, 2, 3]),
+    }
+
+
+_EXT = {
+    "app": {"id": "Word", "ver": "16.0.18025.20000", "name": "WINWORD.EXE", "sesId": "sess-1"},
+    "os": {"name": "Windows", "ver": "10.0.22631", "locale": "en-US"},
+    "device": {"localId": "s:00000000-0000-4000-8000-000000000abc", "make": "Example", "model": "Model 1",
+               "deviceClass": "Windows.Desktop"},
+    "user": {"localId": "m:0000000000000001", "locale": "en-US"},
+    "sdk": {"ver": "EVT-Windows-C++-No-3.7.62.1", "seq": 42, "epoch": "1234", "installId": "inst-1"},
+    "utc": {"popSample": 100.0, "flags": 0},
+}
+
+
+def bond_batch() -> bytes:
+    recs = [encode(record(time=ticks_from_unix_ms(1_764_072_000_000 + i), ikey="o:0000benchtenant",
+                          flags=0x00400101, ext=_EXT, data=_props(i))) for i in range(BATCH)]
+    c = zlib.compressobj(wbits=-15)
+    return c.compress(b"".join(recs)) + c.flush()
+
+
+def json_batch() -> tuple[bytes, list[bytes]]:
+    lines = []
+    for i in range(BATCH):
+        data = {k: p.value for k, p in _props(i).items()}
+        data["Data.Started"] = "2026-11-25T12:00:00.000Z"
+        ev = {"name": "Office.Word.FileOpen", "time": "2026-11-25T12:00:00.123Z", "ver": "4.0",
+              "iKey": "o:0000benchtenant",
+              "ext": {**_EXT, "metadata": {"f": {"Data.UserEmail": {"t": 289}, "Data.FileName": {"t": 8193},
+                                                 "Activity.Duration": {"t": 4}}}},
+              "data": data}
+        lines.append(json.dumps(ev, separators=(",", ":")).encode())
+    return gzip.compress(b"\n".join(lines)), lines
+
+
+def rate(fn, n_events: int, seconds: float) -> float:
+    done = 0
+    start = time.perf_counter()
+    while True:
+        fn()
+        done += n_events
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return done / elapsed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=2.0)
+    args = ap.parse_args()
+
+    bond_body = bond_batch()
+    json_body, json_lines = json_batch()
+    bond_hdrs = [("Content-Type", "application/bond-compact-binary"), ("Content-Encoding", "deflate"),
+                 ("APIKey", "0000benchtenant-token"), ("Client-Id", "NO_AUTH")]
+    json_hdrs = [("Content-Type", "application/x-json-stream"), ("Content-Encoding", "gzip"),
+                 ("apikey", "0000benchtenant-token"), ("client-version", "1DS-Web-JS-4.4.4")]
+    url = "https://mobile.events.data.microsoft.com/OneCollector/1.0/"
+    r = decode_request("POST", url, bond_hdrs, bond_body)
+    assert len(r.events) == BATCH and r.error is None, (r.error, r.notes)
+    r = decode_request("POST", url, json_hdrs, json_body)
+    assert len(r.events) == BATCH and r.error is None, (r.error, r.notes)
+
+    # The floor: json.loads of the same events, already uncompressed and split.
+    floor = rate(lambda: [json.loads(x) for x in json_lines], BATCH, args.seconds)
+    bond = rate(lambda: decode_request("POST", url, bond_hdrs, bond_body), BATCH, args.seconds)
+    js = rate(lambda: decode_request("POST", url, json_hdrs, json_body), BATCH, args.seconds)
+
+    rows = [
+        ("json.loads (floor)", floor, None),
+        ("1DS Bond records", bond, BOND_TARGET),
+        ("1DS JSON events", js, JSON_TARGET),
+    ]
+    print(f"{'decoder':<22}{'events/s':>12}{'x json.loads':>14}{'target':>10}  ok")
+    ok = True
+    for name, r_, target in rows:
+        good = target is None or r_ >= target
+        ok &= good
+        print(f"{name:<22}{r_:>12,.0f}{r_ / floor:>14.2f}{(f'{target:,}' if target else '-'):>10}  "
+              f"{'yes' if good else 'NO'}")
+    print(f"batch: {BATCH} events; bond body {len(bond_body)} B deflated, json body {len(json_body)} B gzip")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
