@@ -178,7 +178,9 @@ class KnownMatcher:
                     url = frag.translate(str.maketrans("+/", "-_"))
                     if url != frag:
                         add(url.encode(), _Form(i, "base64url", url, False, len(url)))
-            for source, suffix in ((v, ""), (ident.normalised, "-normalised")):
+            # Hashing SDKs usually lower-case and trim first (e-mail); a canary may be lower-cased by the
+            # application that carries it, so every kind gets the normalised digests too.
+            for source, suffix in ((v, ""), (v.lower(), "-normalised")):
                 if suffix and source == v:
                     continue
                 for name, fn in _DIGESTS:
