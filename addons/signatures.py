@@ -881,7 +881,7 @@ class _Rule:
     """One signature's non-host constraints, compiled."""
 
     __slots__ = ("content_types", "index", "methods", "path_globs", "path_prefixes", "path_regexes", "ports",
-                 "priority", "sig")
+                 "priority", "sig", "unconstrained")
 
     def __init__(self, sig: Signature, index: int):
         self.sig = sig
@@ -895,10 +895,14 @@ class _Rule:
         self.methods = frozenset(m.methods)
         self.ports = frozenset(m.ports)
         self.content_types = m.content_types
+        self.unconstrained = not (self.path_prefixes or self.path_globs or self.path_regexes or self.methods
+                                  or self.ports or self.content_types)
 
     def score(self, path: str | None, method: str | None, port: int | None,
               ctype: str | None) -> tuple[int, int, int] | None:
         """(path specificity, other constraints met, -constraints that could not be checked), or None."""
+        if self.unconstrained:
+            return _NO_CONSTRAINTS
         unknown = 0
         path_score = 0
         if self.path_prefixes or self.path_globs or self.path_regexes:
@@ -937,6 +941,9 @@ class _Rule:
         return path_score, met, -unknown
 
 
+_NO_CONSTRAINTS = (0, 0, 0)
+
+
 class _TrieNode:
     __slots__ = ("children", "globs", "set", "single")
 
@@ -970,7 +977,8 @@ class Matcher:
         self._regex_rules: list[_Rule] = []
         self._regex_set: Any = None
         regexes: list[str] = []
-        for index, sig in enumerate(sigset.signatures):
+        # Index in id order: precedence's last tie-break prefers the smaller id.
+        for index, sig in enumerate(sorted(sigset.signatures, key=lambda s: s.id)):
             rule = _Rule(sig, index)
             for text in sig.match.hosts:
                 hp = parse_host_pattern(text)
@@ -1042,7 +1050,8 @@ class Matcher:
             score = rule.score(p, meth, port, ctype)
             if score is None:
                 continue
-            key = (host_rank, *score, rule.priority, _Desc(rule.sig.id))
+            # Signatures are sorted by id, so -index prefers the smaller id on a tie.
+            key = (host_rank, score, rule.priority, -rule.index)
             if best_key is None or key > best_key:
                 best_key, best = key, rule.sig
         return best
@@ -1051,27 +1060,6 @@ class Matcher:
         """Match ``[METHOD ]URL-or-host`` as written in examples and on the command line."""
         host, path, method, port = parse_target(target)
         return self.match(host, path, method, port)
-
-
-class _Desc:
-    """Orders strings in reverse, so that in a max() the smaller id wins."""
-
-    __slots__ = ("s",)
-
-    def __init__(self, s: str):
-        self.s = s
-
-    def __lt__(self, other: _Desc) -> bool:
-        return self.s > other.s
-
-    def __gt__(self, other: _Desc) -> bool:
-        return self.s < other.s
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Desc) and self.s == other.s
-
-    def __hash__(self) -> int:
-        return hash(self.s)
 
 
 # -- examples ----------------------------------------------------------------------------------------------
