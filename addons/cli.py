@@ -171,19 +171,70 @@ def datasette_metadata_for(db: Path) -> dict[str, Any]:
     return metadata
 
 
+PASSWORD_HASH_ENV = "TELETAP_PASSWORD_HASH"  # `datasette hash-password` output; when set, serve requires a login
+
+
+def _serve_auth(host: str) -> dict[str, Any] | None:
+    """Metadata that requires a login, or None on loopback without a password; refuses what would be unsafe."""
+    import importlib.util
+    import os
+
+    password_hash = os.environ.get(PASSWORD_HASH_ENV, "").strip()
+    if not password_hash:
+        if not is_loopback(host):
+            _fail(f"refusing to serve the evidence on {host}: it holds what users sent. teletap serve binds "
+                  "loopback only unless a login is required: set "
+                  f"{PASSWORD_HASH_ENV} to a password hash made with 'datasette hash-password' (see "
+                  "docs/datasette.md), or reach it through an SSH tunnel (ssh -L 8001:127.0.0.1:8001 …).")
+        return None
+    if not password_hash.startswith("pbkdf2_sha256$"):
+        _fail(f"{PASSWORD_HASH_ENV} is not a password hash: create one with 'datasette hash-password' "
+              "and put its output (pbkdf2_sha256$…) in the variable, not the password itself")
+    if importlib.util.find_spec("datasette_auth_passwords") is None:
+        _fail(f"{PASSWORD_HASH_ENV} is set but datasette-auth-passwords is not installed: "
+              "pip install 'datasette-auth-passwords>=1.1'")
+    # The hash stays in the environment ($env), never in the metadata file or /-/metadata.json. Every page
+    # needs a logged-in actor: anonymous visitors are sent to /-/login (teletap's Datasette plugin).
+    return {"plugins": {"datasette-auth-passwords": {"admin_password_hash": {"$env": PASSWORD_HASH_ENV}}},
+            "allow": {"id": "*"}}
+
+
+def _register_datasette_plugin() -> None:
+    """teletap's own Datasette plugin runs in this process; registered here so wheels need no entry point."""
+    from datasette.plugins import pm
+
+    from .datasette_plugins import evidence
+
+    if not pm.is_registered(evidence):
+        pm.register(evidence, name="teletap")
+
+
 @main.command()
 @click.option("--db", default=DEFAULT_DB, show_default=True, type=click.Path(dir_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to serve on. Only loopback addresses are accepted: the evidence is sensitive.")
+              help=f"Address to serve on. Loopback only, unless {PASSWORD_HASH_ENV} requires a login.")
 @click.option("--port", default=8001, show_default=True, type=int, help="Port (0 picks a free one).")
+@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False),
+              help="TLS certificate (PEM), so passwords and evidence do not cross the network in clear.")
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM).")
 @click.option("--setting", "settings", multiple=True, nargs=2, metavar="NAME VALUE",
               help="A Datasette setting, repeatable.")
-def serve(db: str, host: str, port: int, settings: tuple[tuple[str, str], ...]) -> None:
-    """Explore the evidence in Datasette (read-only web UI and JSON API) while the proxy keeps writing."""
-    if not is_loopback(host):
-        _fail(f"refusing to serve the evidence on {host}: it holds what users sent. teletap serve binds "
-              "loopback only; reach it from elsewhere through an SSH tunnel (ssh -L 8001:127.0.0.1:8001 …) "
-              "or an authenticating reverse proxy.")
+def serve(db: str, host: str, port: int, ssl_certfile: str | None, ssl_keyfile: str | None,
+          settings: tuple[tuple[str, str], ...]) -> None:
+    """Explore the evidence in Datasette (read-only web UI and JSON API) while the proxy keeps writing.
+
+    \b
+    Charts: /-/teletap/charts. To serve on another address, require a login first:
+      export TELETAP_PASSWORD_HASH="$(datasette hash-password)"   # user name: admin
+      teletap serve --host 0.0.0.0 --ssl-certfile cert.pem --ssl-keyfile key.pem
+    """
+    auth = _serve_auth(host)
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        _fail("--ssl-certfile and --ssl-keyfile go together")
+    if not is_loopback(host) and ssl_certfile is None:
+        click.echo(f"teletap: warning: serving on {host} without TLS: the password and the evidence cross the "
+                   "network in clear; give --ssl-certfile/--ssl-keyfile or put a TLS reverse proxy in front",
+                   err=True)
     from .store import StoreError, connect
 
     db_path = Path(db).expanduser()
@@ -191,14 +242,21 @@ def serve(db: str, host: str, port: int, settings: tuple[tuple[str, str], ...]) 
         connect(db_path).close()  # create or upgrade it, so Datasette always sees the current schema
     except StoreError as e:
         _fail(str(e))
+    metadata = datasette_metadata_for(db_path)
+    if auth is not None:
+        metadata.setdefault("plugins", {}).update(auth["plugins"])
+        metadata["allow"] = auth["allow"]
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="teletap-metadata-", delete=False) as metadata_file:
-        json.dump(datasette_metadata_for(db_path), metadata_file)
+        json.dump(metadata, metadata_file)
     args = ["serve", str(db_path), "--host", host, "--port", str(port), "--metadata", metadata_file.name,
             "--setting", "sql_time_limit_ms", "5000", "--setting", "facet_time_limit_ms", "1000"]
+    if ssl_certfile and ssl_keyfile:
+        args += ["--ssl-certfile", ssl_certfile, "--ssl-keyfile", ssl_keyfile]
     for name, value in settings:
         args += ["--setting", name, value]
     from datasette.cli import cli as datasette_cli
 
+    _register_datasette_plugin()
     try:
         datasette_cli.main(args=args, prog_name="teletap serve")
     finally:
