@@ -47,7 +47,8 @@ MAX_PII_ITEMS = 2_000
 MAX_JWTS = 8
 MAX_FINDINGS = 5_000  # per flow; a pathological body cannot flood the table
 
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,4096}\.(eyJ[A-Za-z0-9_-]{2,16384})(?:\.[A-Za-z0-9_-]{0,4096})?", re.ASCII)
+_JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{2,4096}\.(eyJ[A-Za-z0-9_-]{2,16384})"
+                  r"(?:\.[A-Za-z0-9_-]{0,4096})?", re.ASCII)
 _BINARY_TYPES = ("image/", "video/", "audio/", "font/", "application/zip", "application/pdf",
                  "application/octet-stream")
 _LAT_KEYS = ("lat", "latitude")
