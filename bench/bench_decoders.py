@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from bond_encoder import Prop, encode, record, ticks_from_unix_ms  # noqa: E402
+from bond_encoder import Prop, encode, record, ticks_from_unix_ms
 
-from teletap.decoders import decode_request  # noqa: E402
+from teletap.decoders import decode_request
 
 BATCH = 50  # events per request, as the 1DS SDKs batch
 BOND_TARGET = 20_000
