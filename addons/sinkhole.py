@@ -220,22 +220,38 @@ class Sinkhole:
         req = flow.request
         return matcher.match(req.pretty_host, req.path, req.method, req.port, req.headers.get("content-type"))
 
-    def request(self, flow: http.HTTPFlow) -> None:
-        if not self.selectors or flow.response is not None or flow.error is not None:
-            return
+    def _decide(self, flow: http.HTTPFlow) -> tuple[Selector | None, Signature | None]:
         needs_sig = any(s.kind != "all" for s in self.selectors)
+        sig = None
         try:
             sig = self._signature(flow) if needs_sig else None
         except Exception as e:  # a matcher failure must not leak the request upstream when 'all' is set
             log.error("teletap: sinkhole matching failed for %s: %s", flow.request.pretty_host, e)
-            sig = None
         for selector in self.selectors:
             if selector.matches(sig):
-                if sig is None and needs_sig is False:
+                if not needs_sig:
                     try:
                         sig = self._signature(flow)  # only to pick the protocol-appropriate answer
                     except Exception:
                         sig = None
-                flow.response = make_response(flow, sig)
-                flow.metadata["teletap_sinkholed"] = selector.text
-                return
+                return selector, sig
+        return None, None
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # Decide before the body arrives: the flag tells later addons (capture) not to stream this body,
+        # because streaming would open the upstream connection the sinkhole exists to avoid.
+        if not self.selectors or flow.response is not None:
+            return
+        selector, _ = self._decide(flow)
+        if selector is not None:
+            flow.metadata["teletap_sinkholed"] = selector.text
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if not self.selectors or flow.response is not None or flow.error is not None:
+            return
+        selector, sig = self._decide(flow)
+        if selector is None:
+            flow.metadata.pop("teletap_sinkholed", None)
+            return
+        flow.response = make_response(flow, sig)
+        flow.metadata["teletap_sinkholed"] = selector.text

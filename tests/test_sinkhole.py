@@ -162,3 +162,27 @@ def test_shipped_set_sinkholes_a_real_collector_host() -> None:
             flow("mobile.events.data.microsoft.com", "/OneCollector/1.0/", body=b'{"a":1}\n{"b":2}\n',
                  headers={"content-type": "application/x-json-stream"}))
     assert json.loads(f.response.content) == {"acc": 2}
+
+
+def test_requestheaders_flags_the_flow_before_the_body_arrives(matcher: Matcher) -> None:
+    addon = Sinkhole(lambda: matcher)
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, teletap_sinkhole=["category:diagnostic-data"])
+        f = flow("a.events.example.invalid", "/OneCollector/1.0/")
+        addon.requestheaders(f)
+        assert f.metadata["teletap_sinkholed"] == "category:diagnostic-data"
+        assert f.response is None  # answered in the request hook, once the body is there to count
+        other = flow("dc.example.invalid", "/v2/track")
+        addon.requestheaders(other)
+        assert "teletap_sinkholed" not in other.metadata
+
+
+def test_matcher_failure_still_sinkholes_with_all() -> None:
+    class Broken:
+        def match(self, *args: object) -> None:
+            raise RuntimeError("boom")
+
+    f = run(Sinkhole(lambda: Broken()), ["undocumented"], flow("a.events.example.invalid", "/x", method="GET"))
+    assert f.response is not None and f.response.status_code == 204
+    f = run(Sinkhole(lambda: Broken()), ["all"], flow("a.events.example.invalid", "/x", method="GET"))
+    assert f.metadata["teletap_sinkholed"] == "all"
