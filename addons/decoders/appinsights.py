@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .model import DecodeError, Event, Limits, TooManyEvents, normalise_iso, str_or_none
-from .onecollector import decode_json_lines, json_depth
+from .onecollector import decode_json_lines, load_json
 
 
 def _tag(tags: Any, *keys: str) -> str | None:
@@ -49,11 +48,12 @@ def decode_appinsights(body: bytes, limits: Limits, notes: list[str]) -> tuple[l
     if text[:1] == b"[" or (text[:1] == b"{" and b"\n" not in text.strip()):
         # Browser SDK: one JSON array (or a lone envelope).
         try:
-            doc = json.loads(text)
-        except (ValueError, RecursionError) as e:
-            return [], DecodeError(f"not JSON: {e}", (len(body) - len(text)) + (getattr(e, "pos", 0) or 0))
-        if json_depth(doc) > limits.max_depth + 1:
-            return [], DecodeError(f"JSON nesting deeper than {limits.max_depth}", 0)
+            # +1: the batch array itself is not part of an envelope's nesting.
+            doc = load_json(text, limits.max_depth + 1)
+        except DecodeError as e:
+            if e.offset:
+                e.offset += len(body) - len(text)
+            return [], e
         items = doc if isinstance(doc, list) else [doc]
         error: DecodeError | None = None
         if len(items) > limits.max_events:

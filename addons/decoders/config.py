@@ -8,11 +8,10 @@ attributes, targeting parameters that can include tenant ids) is kept with each 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from .model import DecodeError, Event, Limits, str_or_none
-from .onecollector import json_depth
+from .model import Event, Limits, str_or_none
+from .onecollector import load_json
 
 _TENANT_PARAMS = ("tenantid", "tenant", "tid", "tenant_id")
 
@@ -35,13 +34,7 @@ def _tenant(query: dict[str, str]) -> str | None:
 
 
 def _parse(body: bytes, limits: Limits) -> Any:
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError) as e:
-        raise DecodeError(f"configuration response is not JSON: {e}", getattr(e, "pos", 0) or 0) from e
-    if json_depth(doc) > limits.max_depth:
-        raise DecodeError(f"JSON nesting deeper than {limits.max_depth}", 0)
-    return doc
+    return load_json(body, limits.max_depth, "configuration response is not JSON")
 
 
 def decode_onesettings(path: str, query: dict[str, str], status: int | None, body: bytes, limits: Limits,

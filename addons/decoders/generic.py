@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from .model import DecodeError, Event, Limits, bytes_json, float_json, iso_from_unix_s, str_or_none
-from .onecollector import json_depth
+from .onecollector import load_json
 
 _NAME_KEYS = ("name", "eventName", "event_name", "event", "type")
 
@@ -32,12 +32,7 @@ def _name(obj: Any) -> str | None:
 
 def decode_json(body: bytes, limits: Limits, notes: list[str]) -> list[Event]:
     """A JSON document → one event; a top-level array of objects → one event per element."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError) as e:
-        raise DecodeError(f"not JSON: {e}", getattr(e, "pos", 0) or 0) from e
-    if json_depth(doc) > limits.max_depth:
-        raise DecodeError(f"JSON nesting deeper than {limits.max_depth}", 0)
+    doc = load_json(body, limits.max_depth)
     if isinstance(doc, list) and doc and all(isinstance(x, dict) for x in doc):
         items = doc[: limits.max_events]
         notes.append(f"JSON array of {len(doc)} objects")

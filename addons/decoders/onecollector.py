@@ -727,6 +727,19 @@ def json_depth(obj: Any) -> int:
     return deepest
 
 
+def load_json(data: bytes, max_depth: int, what: str = "not JSON") -> Any:
+    """json.loads with teletap's depth limit; every failure is a DecodeError with an offset."""
+    try:
+        doc = json.loads(data)
+    except RecursionError as e:
+        raise DecodeError(f"JSON nesting deeper than the interpreter allows (limit {max_depth})", 0) from e
+    except ValueError as e:
+        raise DecodeError(f"{what}: {e}", getattr(e, "pos", 0) or 0) from e
+    if data.count(b"{") + data.count(b"[") > max_depth and json_depth(doc) > max_depth:
+        raise DecodeError(f"JSON nesting deeper than {max_depth}", 0)
+    return doc
+
+
 def decode_json_lines(
     body: bytes, params: dict[str, str], limits: Limits, notes: list[str], fmt: str = "1ds-json",
     per_object: Callable[[Any, int], Event] | None = None,
