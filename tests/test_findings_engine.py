@@ -65,16 +65,26 @@ def test_vendor_annotations_become_findings_with_the_vendors_kind(engine):
     vendor = sorted((f.kind, f.location, f.preview) for f in found if f.detector == "vendor-annotation")
     assert vendor == [
         ("customer-content", "event:data.Doc.Body", "p***s"),
-        ("vendor-pii:IPV4Address", "event:data.Doc.list[1].x", "1***7"),
+        ("vendor-pii:IPV4Address", "event:data.Doc.list[1].x", "10.*.*.7"),
         ("vendor-pii:MailSubject", "event:data.baseData.properties.Subject", "S***k"),
         ("vendor-pii:PhoneNumber", "event:data.gone", "(value not found)"),
-        ("vendor-pii:SmtpAddress", "event:data.baseData.properties.Data.Mail", "k***d"),
+        ("vendor-pii:SmtpAddress", "event:data.baseData.properties.Data.Mail", "k***@e***.invalid"),
     ]
     assert all(f.event_position == 4 and f.confidence == 1.0 for f in found if f.detector == "vendor-annotation")
     # The pattern detector still reports the same field with its own kind.
     assert ("email", "event:data.baseData.properties.Data.Mail") in {(f.kind, f.location) for f in found}
     by_kind = {f.kind: f.severity for f in found}
     assert by_kind["customer-content"] == "high" and by_kind["vendor-pii:SmtpAddress"] == "medium"
+
+
+def test_value_in_body_and_decoded_event_is_reported_once_at_the_event_path(engine):
+    # A 1DS body carries the event's strings verbatim; the decoded event says which field they are.
+    body = b'\x0b\x00kim@example.invalid\x0breport.docx\x01'
+    events = [ev(0, {"data": {"Data.Mail": "kim@example.invalid", "Data.File": "report.docx"}})]
+    found = scan(engine, body=body, events=events)
+    assert sorted((f.kind, f.location) for f in found) == [("document", "event:data.Data.File"),
+                                                           ("email", "event:data.Data.Mail")]
+    assert blank_body(body, found) == b"\x0b\x00*******************\x0b***********\x01"
 
 
 def test_resolve_path_forms():

@@ -318,9 +318,10 @@ def _documents(t: str, ctx: ContextFn) -> list[Hit]:
     for m in _DOC_EXT.finditer(t):
         dot = m.start()
         i, floor = dot, max(0, dot - 120)
-        while i > floor and t[i - 1] not in _DOC_STOP:
+        # Control bytes end a name too: in binary bodies (Bond) a length byte precedes the string.
+        while i > floor and t[i - 1] not in _DOC_STOP and t[i - 1] >= " ":
             i -= 1
-        if i == floor and floor > 0 and t[i - 1] not in _DOC_STOP:
+        if i == floor and floor > 0 and t[i - 1] not in _DOC_STOP and t[i - 1] >= " ":
             # No delimiter within reach: keep only the last whitespace-free token.
             sp = t.rfind(" ", i, dot)
             i = sp + 1 if sp >= 0 else dot

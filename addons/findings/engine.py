@@ -387,13 +387,40 @@ class FindingsEngine:
                 findings.append(Finding(
                     kind=kind, detector=detector, confidence=round(best.confidence, 3),
                     severity=severity_for(kind, data_flow), location=location,
-                    preview=(best.prefix + preview(kind, best.value)) if best.value else "(value not found)",
+                    preview=(best.prefix + preview(_VENDOR_PREVIEW.get(kind, kind), best.value)
+                             if best.value else "(value not found)"),
                     value_hash=h, value=best.value if self.store_clear else None, event_position=position,
                     span=spans[0] if spans else None, extra_spans=tuple(spans[1:]),
                 ))
                 if len(findings) >= MAX_FINDINGS:
                     return findings
+        return _fold_body_into_events(findings)
+
+
+def _fold_body_into_events(findings: list[Finding]) -> list[Finding]:
+    """A value found in the raw body and again in a decoded event is one datum: report it once, at its
+    event path (which says what the field is), carrying the body spans along so blanking still works."""
+    in_events: dict[tuple[str, str], Finding] = {}
+    for f in findings:
+        if f.event_position is not None and f.detector != "vendor-annotation":
+            in_events.setdefault((f.kind, f.value_hash), f)
+    if not in_events:
         return findings
+    out = []
+    for f in findings:
+        target = in_events.get((f.kind, f.value_hash)) if f.location == "body" else None
+        if target is None:
+            out.append(f)
+            continue
+        spans = ([f.span] if f.span else []) + list(f.extra_spans)
+        target.extra_spans = tuple(sorted(set(target.extra_spans) | set(spans)))
+    return out
+
+
+# Vendor kinds whose values have a recognisable shape get the matching preview.
+_VENDOR_PREVIEW = {"vendor-pii:SmtpAddress": "email", "vendor-pii:SipAddress": "email",
+                   "vendor-pii:IPV4Address": "ipv4-public", "vendor-pii:IPV4AddressLegacy": "ipv4-public",
+                   "vendor-pii:IPv6Address": "ipv6-public"}
 
 
 def vendor_kind(item: dict) -> str | None:

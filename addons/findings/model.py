@@ -73,6 +73,6 @@ class Finding:
     value: str | None
     event_position: int | None
     span: tuple[int, int] | None
-    # Further body spans of the same value at the same location (deduplicated into this finding);
-    # only blank_body needs them.
+    # Further body spans of the same value (repeats at this location, or, for an event finding, the
+    # raw-body occurrences folded into it); only blank_body needs them.
     extra_spans: tuple[tuple[int, int], ...] = field(default=(), repr=False)
