@@ -74,10 +74,8 @@ def namespaces() -> Iterator[tuple[str, str]]:
         sh("ip", "route", "add", "default", "via", GATEWAY_IP, ns=client)
         sh("ip", "addr", "add", f"{GATEWAY_IP}/24", "dev", veth_g, ns=gateway)
         sh("ip", "link", "set", veth_g, "up", ns=gateway)
-        # The "Internet" the gateway routes to: one address on a dummy interface inside the gateway namespace.
-        sh("ip", "link", "add", "upstream0", "type", "dummy", ns=gateway)
-        sh("ip", "addr", "add", f"{UPSTREAM_IP}/24", "dev", "upstream0", ns=gateway)
-        sh("ip", "link", "set", "upstream0", "up", ns=gateway)
+        # The "Internet" the gateway routes to: one extra address on the gateway namespace's own loopback.
+        sh("ip", "addr", "add", f"{UPSTREAM_IP}/32", "dev", "lo", ns=gateway)
         for rule in GATEWAY_RULES:
             sh(*rule.format(lan=veth_g).split(), ns=gateway)
         yield client, gateway
