@@ -186,3 +186,83 @@ def test_matcher_failure_still_sinkholes_with_all() -> None:
     assert f.response is not None and f.response.status_code == 204
     f = run(Sinkhole(lambda: Broken()), ["all"], flow("a.events.example.invalid", "/x", method="GET"))
     assert f.metadata["teletap_sinkholed"] == "all"
+
+
+# -- end to end: a real `teletap run --sinkhole all` ---------------------------------------------------------
+
+E2E_SIGS = """\
+schema_version: 1
+signatures:
+  - id: test.e2e.collector
+    name: Loopback stand-in for a OneCollector endpoint
+    vendor: Example Corp
+    category: diagnostic-data
+    data_flow: first-party
+    match: {hosts: [127.0.0.1], path_prefix: [/OneCollector/1.0]}
+    expect: {protocol: onecollector}
+    documentation: {urls: ["https://docs.example.invalid/collector"], checked: 2026-01-01}
+    examples: {match: ["POST http://127.0.0.1/OneCollector/1.0/"]}
+  - id: test.e2e.pinned
+    name: Loopback stand-in for a pinned endpoint
+    vendor: Example Corp
+    category: diagnostic-data
+    data_flow: first-party
+    match: {hosts: [localhost]}
+    expect: {tls_pinned: true}
+    documentation: {urls: ["https://docs.example.invalid/pinned"], checked: 2026-01-01}
+    examples: {match: [localhost]}
+"""
+
+
+@pytest.mark.e2e
+def test_sinkhole_all_end_to_end(tmp_path: Path) -> None:
+    import socket
+
+    import httpx
+
+    from .support import LOOPBACK, rows, running_teletap
+
+    sigs = tmp_path / "e2e.yaml"
+    sigs.write_text(E2E_SIGS)
+    # A listener standing where the collector would be: it must never see a connection.
+    upstream = socket.socket()
+    upstream.bind((LOOPBACK, 0))
+    upstream.listen(8)
+    upstream.settimeout(0.5)
+    port = upstream.getsockname()[1]
+    events = [{"ver": "4.0", "name": "Office.Identity.SignOutEvent", "time": "2026-01-01T00:00:00Z",
+               "iKey": "o:00000000000000000000000000000000", "data": {"k": 1}},
+              {"ver": "4.0", "name": "Teletap.Invented.Event", "time": "2026-01-01T00:00:01Z",
+               "iKey": "o:00000000000000000000000000000000", "data": {"k": 2}}]
+    body = "\n".join(json.dumps(e) for e in events).encode()
+    try:
+        with running_teletap(tmp_path, "--sinkhole", "all", "--signatures", str(sigs)) as tt:
+            with httpx.Client(proxy=tt.proxy, timeout=10) as client:
+                r = client.post(f"http://{LOOPBACK}:{port}/OneCollector/1.0/?cors=true", content=body,
+                                headers={"content-type": "application/x-json-stream"})
+            # A client that pins its certificate: the handshake with teletap's certificate fails.
+            with httpx.Client(proxy=tt.proxy, verify=True, timeout=10) as client, \
+                    pytest.raises(httpx.ConnectError):
+                client.get(f"https://localhost:{port}/pinned")
+            assert tt.stop() == 0, tt.output()
+        with pytest.raises(TimeoutError):
+            upstream.accept()  # nothing was forwarded, not even a connection attempt
+    finally:
+        upstream.close()
+    assert r.status_code == 200 and r.json() == {"acc": 2}
+    assert r.headers["x-teletap-sinkhole"] == "1"
+    (flow,) = rows(tt.db, "select * from flows where path like '/OneCollector/%'")
+    assert flow["answered_by_teletap"] == 1 and flow["sinkhole_rule"] == "all"
+    assert flow["signature_id"] == "test.e2e.collector" and flow["category"] == "diagnostic-data"
+    # Only the body's events (the decoders also record the query string as an event of its own).
+    decoded = rows(tt.db, "select name, documented_level from events where flow_id = ? and format = '1ds-json' "
+                   "order by position",
+                   (flow["id"],))
+    assert decoded == [{"name": "Office.Identity.SignOutEvent", "documented_level": "office-essential-service"},
+                       {"name": "Teletap.Invented.Event", "documented_level": "undocumented"}]
+    failed = rows(tt.db, "select * from connections where kind = 'tls-failed-client'")
+    assert [(c["sni"], c["signature_id"], c["category"]) for c in failed] == [
+        ("localhost", "test.e2e.pinned", "diagnostic-data")]
+    (stored,) = rows(tt.db, "select signature_set_hash from sessions")
+    assert stored["signature_set_hash"] == SignatureSet.load([sigs]).hash
+    assert {r["id"] for r in rows(tt.db, "select id from signatures")} == {"test.e2e.collector", "test.e2e.pinned"}
