@@ -172,7 +172,7 @@ class _BomSkipper:
 
     def read(self, size: int) -> bytes:
         data = self.stream.read(size)
-        if self.first:
+        if self.first and data:  # ijson may probe with read(0) first
             self.first = False
             if data.startswith(b"\xef\xbb\xbf"):
                 data = data[3:]
@@ -197,7 +197,8 @@ def _json_error(path: Path, stream: InputStream, e: Exception, where: str) -> Ca
         needle = snippet.encode("utf-8", "surrogateescape")
         found = haystack.find(needle)
         if needle and found >= 0 and haystack.find(needle, found + 1) < 0:
-            position = f"at byte {stream.tail_start + found + caret - pad}"
+            # yajl points just past the token it rejected: report that token's last byte
+            position = f"at byte {stream.tail_start + found + caret - pad - 1}"
     return CaptureFileError(f"{path}: invalid JSON {position} ({where}): {reason}")
 
 
