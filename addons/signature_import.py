@@ -189,9 +189,12 @@ def import_m365(data: Any, *, version: str | None = None, checked: _dt.date | No
         quote = (f"id {rid} ({area}, {rec.get('category')}, required={str(rec.get('required')).lower()})"
                  + (f": {notes}" if notes else ""))
         primary = ("Microsoft", category, "first-party")
+        if primary not in groups:  # the plain id goes to the Microsoft part, else to the first part
+            primary = min(groups, key=lambda k: (k[0] != "Microsoft", k))
         for key, hosts in sorted(groups.items(), key=lambda kv: (kv[0] != primary, kv[0])):
             vendor, cat, flow = key
-            sid = f"m365.{rid}" if key == primary else f"m365.{rid}.{_slug(vendor if vendor != 'Microsoft' else cat)}"
+            suffix = _slug(vendor if vendor != "Microsoft" else cat)
+            sid = f"m365.{rid}" if key == primary else f"m365.{rid}.{suffix}"
             if any(s["id"] == sid for s in report.signatures):
                 sid = f"{sid}.{_slug(cat)}"
             sig: dict[str, Any] = {

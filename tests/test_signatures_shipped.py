@@ -145,12 +145,12 @@ def test_m365_import_of_older_data_keeps_the_third_parties() -> None:
     data = json.loads((M365_DIR / "endpoints_worldwide_nebula_2024-07.json").read_text())
     report = import_m365(data, checked=dt.date(2026, 11, 25))
     by_id = {s["id"]: s for s in report.signatures}
-    fb = by_id["m365.102.meta"]
+    fb = by_id["m365.102"]
     assert fb["match"]["hosts"] == ["graph.facebook.com", "m.facebook.com"]
     assert fb["category"] == "third-party-sharing" and fb["data_flow"] == "third-party"
     assert "Facebook integration" in fb["documentation"]["quote"]
-    assert by_id["m365.110.adjust"]["category"] == "advertising"
-    assert by_id["m365.109.flurry"]["category"] == "analytics"
+    assert by_id["m365.110"]["category"] == "advertising"
+    assert by_id["m365.109"]["category"] == "analytics"
     assert any("id 11: no urls" in s for s in report.skipped)
     # watson.telemetry.microsoft.com is in ids 38, 75, 114 and 116: it goes to 38, as crash reporting.
     hosts = [h for s in report.signatures for h in s["match"]["hosts"]]
@@ -288,3 +288,57 @@ def test_category_vocabulary_is_documented() -> None:
     text = doc.read_text()
     missing = [c for c in CATEGORIES if f"`{c}`" not in text]
     assert missing == []
+
+
+# A trimmed copy of the web-service format (record contents as in Microsoft's data), so the importer is
+# tested even where the research data folder is absent. Record 9001 is synthetic: a '<tenant>' placeholder.
+M365_SAMPLE = [
+    {"id": 11, "serviceArea": "Skype", "serviceAreaDisplayName": "Skype for Business Online and Microsoft Teams",
+     "ips": ["13.107.64.0/18", "52.112.0.0/14"], "udpPorts": "3478,3479,3480,3481", "category": "Optimize",
+     "expressRoute": True, "required": True},
+    {"id": 51, "serviceArea": "Common", "urls": ["*cdn.onenote.net"], "tcpPorts": "443", "category": "Default",
+     "expressRoute": False, "required": True},
+    {"id": 68, "serviceArea": "Common", "urls": ["*.helpshift.com", "connect.facebook.net",
+                                                 "telemetryservice.firstpartyapps.oaspapps.com"],
+     "tcpPorts": "443", "category": "Default", "expressRoute": False, "required": False,
+     "notes": "Portal and shared: 3rd party office integration. (including CDNs)"},
+    {"id": 69, "serviceArea": "Common", "urls": ["*.aria.microsoft.com", "*.events.data.microsoft.com"],
+     "tcpPorts": "443", "category": "Default", "expressRoute": False, "required": True},
+    {"id": 102, "serviceArea": "Common", "urls": ["graph.facebook.com", "m.facebook.com"], "tcpPorts": "443",
+     "category": "Default", "expressRoute": False, "required": False,
+     "notes": "Outlook for Android and iOS: Facebook integration"},
+    {"id": 154, "serviceArea": "Exchange", "urls": ["autodiscover.*.onmicrosoft.com"], "tcpPorts": "80,443",
+     "category": "Default", "expressRoute": False, "required": True},
+    {"id": 9001, "serviceArea": "SharePoint", "urls": ["<tenant>-my.sharepoint.com", "m.facebook.com",
+                                                       "www.bing.com*"],
+     "tcpPorts": "443", "category": "Optimize", "expressRoute": True, "required": True},
+]
+
+
+def test_m365_import_of_the_web_service_format(tmp_path: Path) -> None:
+    report = import_m365(M365_SAMPLE, version="2026010100", checked=dt.date(2026, 1, 2))
+    assert report.skipped == ["id 11: no urls (IP ranges only: 2 ranges)"]
+    by_id = {s["id"]: s for s in report.signatures}
+    assert sorted(by_id) == ["m365.102", "m365.154", "m365.51", "m365.68", "m365.68.helpshift",
+                             "m365.68.meta", "m365.69", "m365.9001"]
+    assert by_id["m365.68"]["match"]["hosts"] == ["telemetryservice.firstpartyapps.oaspapps.com"]
+    assert by_id["m365.68"]["category"] == "diagnostic-data"  # host table beats the record's category
+    assert by_id["m365.68.meta"]["category"] == "third-party-sharing"
+    assert by_id["m365.9001"]["match"]["hosts"] == ["*-my.sharepoint.com", "www.bing.com"]
+    assert by_id["m365.9001"]["notes"] == "Also listed in this record: m.facebook.com (first listed in id 102)"
+    assert by_id["m365.69"]["imported_from"] == {
+        "source": "Microsoft 365 endpoints web service", "version": "2026010100", "id": 69, "service_area": "Common",
+        "network_category": "Default", "required": True, "express_route": False, "tcp_ports": "443",
+        "ip_ranges": 0}
+    assert by_id["m365.69"]["documentation"]["quote"] == "id 69 (Common, Default, required=true)"
+    out = tmp_path / "sample.yaml"
+    out.write_text(report.yaml("sample"))
+    assert [str(e) for e in lint([out])] == []
+    sigset = SignatureSet.load([out])
+    assert run_examples(sigset)[1] == []
+    m = Matcher(sigset)
+    assert m.match("contoso-my.sharepoint.com").id == "m365.9001"  # type: ignore[union-attr]
+    assert m.match("autodiscover.contoso.onmicrosoft.com").id == "m365.154"  # type: ignore[union-attr]
+    assert m.match("cdn.onenote.net").id == "m365.51"  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="expected the endpoints web-service JSON"):
+        import_m365({"unexpected": True})
