@@ -335,10 +335,16 @@ class _FileParser:
         line, col = (node.start_mark.line + 1, node.start_mark.column + 1) if node is not None else (1, 1)
         self.errors.append(LintError(self.file, line, col, key, message))
 
-    # scalars are built by the SafeLoader's own constructor, so tags behave exactly as in yaml.safe_load
-    def scalar(self, node: yaml.Node) -> Any:
+    # Scalars are built by the SafeLoader's own constructor, so tags behave exactly as in yaml.safe_load;
+    # what it refuses (unsafe tags, impossible dates) becomes a lint error instead of an exception.
+    def scalar(self, node: yaml.Node, key: str) -> Any:
         assert self.loader is not None
-        return self.loader.construct_object(node, deep=False)
+        try:
+            return self.loader.construct_object(node, deep=False)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:
+            problem = getattr(e, "problem", None) or str(e)
+            self.err(node, key, f"invalid value {node.value!r} ({node.tag}): {problem}")
+            return _INVALID
 
     def mapping(self, node: yaml.Node, key: str,
                 allowed: Sequence[str]) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:
@@ -378,13 +384,17 @@ class _FileParser:
 
     def boolean(self, node: yaml.Node, key: str) -> bool | None:
         if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:bool":
-            return bool(self.scalar(node))
+            value = self.scalar(node, key)
+            return None if value is _INVALID else bool(value)
         self.err(node, key, f"expected true or false, got {_kind(node)}")
         return None
 
     def integer(self, node: yaml.Node, key: str, lo: int, hi: int) -> int | None:
         if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:int":
-            value = int(self.scalar(node))
+            value = self.scalar(node, key)
+            if value is _INVALID:
+                return None
+            value = int(value)
             if lo <= value <= hi:
                 return value
             self.err(node, key, f"expected an integer from {lo} to {hi}, got {value}")
@@ -632,7 +642,7 @@ class _FileParser:
                         if not isinstance(kn, yaml.ScalarNode) or not isinstance(vn, yaml.ScalarNode):
                             self.err(kn, f"{ck}.values", "expected scalar keys and values")
                             continue
-                        values[str(self.scalar(kn))] = str(self.scalar(vn))
+                        values[str(self.scalar(kn, f"{ck}.values"))] = str(self.scalar(vn, f"{ck}.values"))
                     control["values"] = values
             out.append(control)
         return out
@@ -658,10 +668,10 @@ class _FileParser:
                      "(YYYY-MM-DD)")
         else:
             cnode = m["checked"][1]
-            value = self.scalar(cnode) if isinstance(cnode, yaml.ScalarNode) else None
+            value = self.scalar(cnode, f"{key}.checked") if isinstance(cnode, yaml.ScalarNode) else None
             if isinstance(value, _dt.date) and not isinstance(value, _dt.datetime):
                 out["checked"] = value.isoformat()
-            else:
+            elif value is not _INVALID:
                 self.err(cnode, f"{key}.checked", f"expected a date YYYY-MM-DD, got {_kind(cnode)}")
         for name in ("quote", "revision"):
             if name in m:
@@ -697,13 +707,16 @@ class _FileParser:
                 self.err(kn, key, "expected scalar keys")
                 continue
             if isinstance(vn, yaml.ScalarNode):
-                value = self.scalar(vn)
+                value = self.scalar(vn, f"{key}.{kn.value}")
                 out[str(kn.value)] = value.isoformat() if isinstance(value, _dt.date) else value
             elif isinstance(vn, yaml.SequenceNode) and all(isinstance(x, yaml.ScalarNode) for x in vn.value):
-                out[str(kn.value)] = [self.scalar(x) for x in vn.value]
+                out[str(kn.value)] = [self.scalar(x, f"{key}.{kn.value}") for x in vn.value]
             else:
                 self.err(vn, f"{key}.{kn.value}", "expected a scalar or a list of scalars")
         return out
+
+
+_INVALID = object()  # a scalar the safe constructor refused (already reported)
 
 
 def _is_null(node: yaml.Node) -> bool:

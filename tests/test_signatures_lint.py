@@ -271,3 +271,20 @@ def test_alias_bomb_is_not_expanded(tmp_path: Path) -> None:
     p = write(tmp_path, bomb)
     errors = lint([p])
     assert str(errors[0]).startswith(f"{p}:1:1: a: unknown key; expected one of: schema_version, signatures")
+
+
+def test_impossible_date(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD.replace("checked: 2026-01-31", "checked: 2026-13-45"))
+    assert only_error(p) == (f"{p}:12:16: signatures[0].documentation.checked: invalid value '2026-13-45' "
+                             "(tag:yaml.org,2002:timestamp): month must be in 1..12")
+
+
+def test_unsafe_tag_is_refused_not_executed(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD.replace("    data_flow: first-party\n",
+                                     "    data_flow: first-party\n"
+                                     "    imported_from: {x: !!python/object/apply:os.getcwd ''}\n"))
+    err = lint([p])
+    assert len(err) == 1
+    assert str(err[0]).startswith(f"{p}:8:24: signatures[0].imported_from.x: invalid value '' "
+                                  "(tag:yaml.org,2002:python/object/apply:os.getcwd): could not determine a "
+                                  "constructor for the tag")
