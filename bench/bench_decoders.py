@@ -85,9 +85,19 @@ def rate(fn, n_events: int, seconds: float) -> float:
             return done / elapsed
 
 
+def best_rates(cases: dict, seconds: float, rounds: int = 8) -> dict[str, float]:
+    """Round-robin short runs, best of each: on a shared machine this approaches the uncontended speed
+    and exposes every case to the same background load."""
+    best = dict.fromkeys(cases, 0.0)
+    for _ in range(rounds):
+        for name, (fn, n) in cases.items():
+            best[name] = max(best[name], rate(fn, n, seconds / rounds))
+    return best
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--seconds", type=float, default=3.0, help="time per case, split into rounds")
     args = ap.parse_args()
 
     bond_body = bond_batch()
@@ -102,10 +112,13 @@ def main() -> int:
     r = decode_request("POST", url, json_hdrs, json_body)
     assert len(r.events) == BATCH and r.error is None, (r.error, r.notes)
 
-    # The floor: json.loads of the same events, already uncompressed and split.
-    floor = rate(lambda: [json.loads(x) for x in json_lines], BATCH, args.seconds)
-    bond = rate(lambda: decode_request("POST", url, bond_hdrs, bond_body), BATCH, args.seconds)
-    js = rate(lambda: decode_request("POST", url, json_hdrs, json_body), BATCH, args.seconds)
+    rates = best_rates({
+        # The floor: json.loads of the same events, already uncompressed and split.
+        "floor": (lambda: [json.loads(x) for x in json_lines], BATCH),
+        "bond": (lambda: decode_request("POST", url, bond_hdrs, bond_body), BATCH),
+        "json": (lambda: decode_request("POST", url, json_hdrs, json_body), BATCH),
+    }, args.seconds)
+    floor, bond, js = rates["floor"], rates["bond"], rates["json"]
 
     rows = [
         ("json.loads (floor)", floor, None),

@@ -302,10 +302,13 @@ class Reader:
                 except UnicodeDecodeError:
                     v = bytes_json(raw)
                 spec = schema.get(fid)
-            elif (t == BT_INT64 or t == BT_INT32) and buf[pos] < 0x80:  # noqa: SIM109 - faster than a tuple
+            elif t == BT_INT64 or t == BT_INT32:  # noqa: SIM109 - faster than a tuple
                 n = buf[pos]
+                if n < 0x80:
+                    pos += 1
+                else:
+                    n, pos = self.varint(pos, 10 if t == BT_INT64 else 5, _U64 if t == BT_INT64 else _U32)
                 v = (n >> 1) ^ -(n & 1)
-                pos += 1
                 spec = schema.get(fid)
             elif t == BT_LIST and buf[pos] == BT_STRUCT and buf[pos + 1] == 1 and not self.v2:
                 # vector<Struct> of one element: every ext* field and Data vector of a CsProtocol Record.

@@ -246,6 +246,7 @@ class CsReader(Reader):
         if count * 2 > end - pos:
             raise BondError(f"map of {count} entries exceeds the bytes left", pos)
         props: dict[str, Any] = {}
+        pmemo = self.memo.setdefault("props", {}) if self.memo is not None else None
         for _ in range(count):
             n = buf[pos]
             if n < 0x80 and pos + 1 + n <= end:
@@ -259,6 +260,15 @@ class CsReader(Reader):
             if not isinstance(key, str):
                 key = json.dumps(key)
             start = pos
+            if pmemo is not None:
+                # The same property with the same value recurs across the records of a batch (app build,
+                # session, activity name): a Value encoding is prefix-free, so equal bytes, equal value.
+                hit = pmemo.get(key)
+                if hit is not None and buf.startswith(hit[0], pos):
+                    v = hit[1]
+                    props[key] = (list(v[0]), v[1]) if type(v[0]) is list else v
+                    pos += len(hit[0])
+                    continue
             kind = 5
             sval = ""
             lval = 0
@@ -331,8 +341,12 @@ class CsReader(Reader):
                     v = (v[0], m)
                 props[key] = v
             except (_Slow, IndexError, UnicodeDecodeError, BondError):
-                v, pos = self.struct(start, VALUE_SCHEMA, depth + 1)
-                props[key] = convert_value(v)
+                raw_v, pos = self.struct(start, VALUE_SCHEMA, depth + 1)
+                v = props[key] = convert_value(raw_v)
+            if pmemo is not None and pos - start <= 256:
+                if len(pmemo) >= 4096:
+                    pmemo.clear()
+                pmemo[key] = (buf[start:pos], v)
         return props, pos
 
     def _attributes(self, pos: int) -> tuple[tuple[list[str], list[str]], int]:
@@ -515,36 +529,50 @@ def _get(d: Any, *keys: str) -> Any:
 _TENANT_KEYS = ("TenantId", "tenantId", "Tenant.Id", "UserInfo.OMSTenantId", "OMSTenantId", "AadTenantId")
 
 
+_EMPTY: dict = {}
+
+
+def _sub(d: dict, key: str) -> dict:
+    v = d.get(key)
+    return v if type(v) is dict else _EMPTY
+
+
+def _s1(v: Any) -> str | None:
+    # str_or_none with the common case (a non-empty str) first: this runs ~10 times per event.
+    if type(v) is str:
+        return v or None
+    return str_or_none(v)
+
+
 def fill_event_fields(ev: Event, d: dict, params: dict[str, str]) -> None:
     """Promote the Common Schema fields teletap indexes (same rules for Bond and JSON)."""
-    ext = d.get("ext")
-    if not isinstance(ext, dict):
-        ext = {}
+    ext = _sub(d, "ext")
     name = d.get("name")
-    ev.name = name if isinstance(name, str) else None
+    ev.name = name if type(name) is str else None
     ikey = d.get("iKey")
-    ev.ikey = ikey if isinstance(ikey, str) and ikey else params.get("apikey")
-    sdk = _get(ext, "sdk", "ver") or _get(ext, "sdk", "libVer")
-    ev.sdk_version = str_or_none(sdk) or params.get("client-version") or params.get("sdk-version")
-    app = ext.get("app") if isinstance(ext.get("app"), dict) else {}
-    ev.app_id = str_or_none(app.get("id")) or str_or_none(app.get("name"))
-    ev.app_version = str_or_none(app.get("ver"))
-    os_ = ext.get("os") if isinstance(ext.get("os"), dict) else {}
-    ev.os_name = str_or_none(os_.get("name"))
-    ev.os_version = str_or_none(os_.get("ver"))
-    dev = ext.get("device") if isinstance(ext.get("device"), dict) else {}
-    ev.device_id = str_or_none(dev.get("localId")) or str_or_none(dev.get("id"))
-    user = ext.get("user") if isinstance(ext.get("user"), dict) else {}
-    ev.user_id = str_or_none(user.get("localId")) or str_or_none(user.get("id"))
-    tenant = _get(ext, "m365", "enrolledTenantId") or _get(ext, "m365a", "enrolledTenantId")
+    ev.ikey = ikey if type(ikey) is str and ikey else params.get("apikey")
+    sdk = _sub(ext, "sdk")
+    ev.sdk_version = (_s1(sdk.get("ver")) or _s1(sdk.get("libVer")) or params.get("client-version")
+                      or params.get("sdk-version"))
+    app = _sub(ext, "app")
+    ev.app_id = _s1(app.get("id")) or _s1(app.get("name"))
+    ev.app_version = _s1(app.get("ver"))
+    os_ = _sub(ext, "os")
+    ev.os_name = _s1(os_.get("name"))
+    ev.os_version = _s1(os_.get("ver"))
+    dev = _sub(ext, "device")
+    ev.device_id = _s1(dev.get("localId")) or _s1(dev.get("id"))
+    user = _sub(ext, "user")
+    ev.user_id = _s1(user.get("localId")) or _s1(user.get("id"))
+    tenant = _sub(ext, "m365").get("enrolledTenantId") or _sub(ext, "m365a").get("enrolledTenantId")
     if not tenant:
         props = d.get("data")
-        if isinstance(props, dict):
+        if type(props) is dict:
             for k in _TENANT_KEYS:
                 if props.get(k):
                     tenant = props[k]
                     break
-    ev.tenant_id = str_or_none(tenant)
+    ev.tenant_id = _s1(tenant)
 
 
 # --- Collector parameters -----------------------------------------------------------------------------
@@ -668,28 +696,35 @@ def _json_type_name(t: int) -> str:
     return JSON_TYPES[t] if t < len(JSON_TYPES) else f"Unknown({t})"
 
 
+def _hint(t: Any, path: str, meta: dict, pii: list[dict]) -> None:
+    if type(t) is not int:
+        return
+    m: dict[str, Any] = {"kind": _json_type_name(t & 0x1F), "t": t}
+    pk = (t >> 5) & 0xFF
+    ck = (t >> 13) & 0xF
+    if pk:
+        m["pii"] = [_kind_name(PII_KINDS, pk)]
+        pii.append({"path": path, "kind": m["pii"][0], "source": "1ds-pii-kind"})
+    if ck:
+        m["customerContent"] = [_kind_name(CC_KINDS, ck)]
+        pii.append({"path": path, "kind": "CustomerContent", "detail": m["customerContent"][0],
+                    "source": "1ds-customer-content"})
+    meta[path] = m
+
+
 def _apply_metadata(f: Any, path: str, meta: dict, pii: list[dict], depth: int) -> None:
     """Walk ``ext.metadata.f`` and annotate each described property (nested ``f``, arrays ``a``)."""
-    if not isinstance(f, dict) or depth > 32:
+    if type(f) is not dict or depth > 32:
         return
     for prop, hint in f.items():
-        if not isinstance(hint, dict):
+        if type(hint) is not dict:
             continue
         p = f"{path}.{prop}"
-        for sub, t in ((p, hint.get("t")), (p + "[]", _get(hint, "a", "t"))):
-            if not isinstance(t, int) or isinstance(t, bool):
-                continue
-            m: dict[str, Any] = {"kind": _json_type_name(t & 0x1F), "t": t}
-            pk = (t >> 5) & 0xFF
-            ck = (t >> 13) & 0xF
-            if pk:
-                m["pii"] = [_kind_name(PII_KINDS, pk)]
-                pii.append({"path": sub, "kind": m["pii"][0], "source": "1ds-pii-kind"})
-            if ck:
-                m["customerContent"] = [_kind_name(CC_KINDS, ck)]
-                pii.append({"path": sub, "kind": "CustomerContent", "detail": m["customerContent"][0],
-                            "source": "1ds-customer-content"})
-            meta[sub] = m
+        if "t" in hint:
+            _hint(hint["t"], p, meta, pii)
+        a = hint.get("a")
+        if type(a) is dict and "t" in a:
+            _hint(a["t"], p + "[]", meta, pii)
         if "f" in hint:
             _apply_metadata(hint["f"], p, meta, pii, depth + 1)
 
