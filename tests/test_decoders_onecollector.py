@@ -383,3 +383,20 @@ def test_base64_bytes_convention_for_unknown_blobs() -> None:
     rec = record(extra=[F(99, LIST, L(UINT8, [1, 2, 3]))])
     d = decode_request("POST", URL, BOND_HEADERS, encode(rec)).events[0].data
     assert d["_unknown"] == [{"id": 99, "type": "list", "value": {"$bytes_b64": base64.b64encode(b"\1\2\3").decode()}}]
+
+
+def test_property_memo_hits_and_misses() -> None:
+    # Same keys across records, some values equal and some not: the per-batch property memo must
+    # return the right value for each record, and never share mutable lists between events.
+    recs = [encode(record(name=f"R{i}", data={"same": Prop("String", "constant"),
+                                              "count": Prop("Int64", i * 1000),
+                                              "arr": Prop("ArrayInt64", [1, 2, 3]),
+                                              "who": Prop("String", f"u{i % 2}@example.invalid", pii=["SmtpAddress"])}))
+            for i in range(6)]
+    evs = decode_request("POST", URL, BOND_HEADERS, b"".join(recs)).events
+    assert [e.data["data"]["count"] for e in evs] == [i * 1000 for i in range(6)]
+    assert [e.data["data"]["who"] for e in evs] == [f"u{i % 2}@example.invalid" for i in range(6)]
+    assert all(e.data["data"]["same"] == "constant" for e in evs)
+    assert all({"path": "data.who", "kind": "SmtpAddress", "source": "1ds-pii-kind"} in e.pii for e in evs)
+    evs[0].data["data"]["arr"].append(4)
+    assert evs[1].data["data"]["arr"] == [1, 2, 3]
