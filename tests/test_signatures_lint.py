@@ -6,6 +6,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from teletap.signatures import SignatureError, SignatureSet, lint
 
@@ -288,3 +290,22 @@ def test_unsafe_tag_is_refused_not_executed(tmp_path: Path) -> None:
     assert str(err[0]).startswith(f"{p}:8:24: signatures[0].imported_from.x: invalid value '' "
                                   "(tag:yaml.org,2002:python/object/apply:os.getcwd): could not determine a "
                                   "constructor for the tag")
+
+
+# -- robustness: whatever the file says, lint reports and never raises ---------------------------------------
+
+_FRAGMENTS = ["schema_version: 1\n", "signatures:\n", "  - id: a.b\n", "    match: {hosts: [x.example.invalid]}\n",
+              "    documentation: {urls: [https://d.example.invalid/], checked: 2026-01-01}\n",
+              "    examples: {match: [x.example.invalid]}\n", "    name: n\n    vendor: v\n",
+              "    category: service\n    data_flow: first-party\n", "    host_regex: ['(a']\n", "&a [*a]\n",
+              "!!binary AAAA\n", "? [a, b]\n: c\n", "- - - -\n", "{", "'\n", "\t", "\x00", "checked: 2026-02-30\n",
+              "    levels: {windows: [x]}\n", "    controls: [{type: gpo}]\n", "!!python/object:os.system {}\n"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.sampled_from(_FRAGMENTS), st.text(max_size=20)), max_size=12))
+def test_lint_never_raises(tmp_path: Path, parts: list[str]) -> None:
+    p = tmp_path / "fuzz.yaml"
+    p.write_text("".join(parts), encoding="utf-8", errors="surrogatepass")
+    for err in lint([p]):
+        assert err.file == str(p) and err.line >= 1 and err.column >= 1 and err.message
