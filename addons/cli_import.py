@@ -135,7 +135,11 @@ def _rows(db_path: Path, sessions: tuple[int, ...]) -> Iterator[dict]:
             if not page:
                 return
             for row in page:
-                yield dict(row)
+                flow = dict(row)
+                flow["_websocket"] = [dict(m) for m in conn.execute(
+                    "SELECT direction, time, is_text, content FROM websocket_messages WHERE flow_id = ? ORDER BY id",
+                    (flow["id"],))]
+                yield flow
             last = (page[-1]["request_time"] or "", page[-1]["_rowid"])
     finally:
         conn.close()

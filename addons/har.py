@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from .records import Body, Headers, HttpFlowRecord
+from .records import Body, Headers, HttpFlowRecord, WebSocketMessageRecord
 
 MAX_HEADERS = 10_000  # per message; hostile files must not make one record unbounded in other ways
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -257,6 +257,28 @@ def entry_record(entry: Any, *, flow_id: str, source: str, mitmproxy_creator: bo
     )
 
 
+def websocket_records(entry: dict, flow_id: str) -> list[WebSocketMessageRecord]:
+    """``_webSocketMessages`` (DevTools, mitmproxy 11): type send/receive, time (UNIX s), opcode 1 text / 2
+    binary (base64 data)."""
+    messages = entry.get("_webSocketMessages")
+    if messages is None:
+        return []
+    if not isinstance(messages, list):
+        raise HarEntryError("_webSocketMessages must be a list")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise HarEntryError(f"_webSocketMessages[{i}] must be an object")
+        data = _str(m.get("data"), f"_webSocketMessages[{i}].data")
+        is_text = m.get("opcode", 1) != 2
+        content = data.encode("utf-8", "surrogatepass") if is_text else _b64(data, f"_webSocketMessages[{i}].data")
+        when = m.get("time")
+        out.append(WebSocketMessageRecord(
+            flow_id=flow_id, time=float(when) if isinstance(when, (int, float)) and not isinstance(when, bool) else 0.0,
+            from_client=m.get("type") == "send", is_text=is_text, size=len(content), content=content))
+    return out
+
+
 def _opt_str(value: Any) -> str | None:
     if value is None or value == "":
         return None
@@ -332,6 +354,15 @@ def row_entry(row: dict[str, Any]) -> dict[str, Any]:
         "request_sha256", "request_size_wire", "request_body_truncated", "response_sha256", "response_size_wire",
         "response_body_truncated", "request_content_encoding", "client_address", "client_port", "server_port",
         "sni", "tls_version", "sinkhole_rule", "error", "host") if row.get(key) not in (None, "", 0)}
+    if row.get("_websocket"):
+        entry["_resourceType"] = "websocket"
+        entry["_webSocketMessages"] = [
+            {"type": "send" if m["direction"] == "client-to-server" else "receive",
+             "time": datetime.fromisoformat(m["time"]).timestamp() if m["time"] else 0,
+             "opcode": 1 if m["is_text"] else 2,
+             "data": (m["content"] or b"").decode("utf-8", "replace") if m["is_text"]
+             else base64.b64encode(m["content"] or b"").decode("ascii")}
+            for m in row["_websocket"]]
     meta["flow_id"] = row["id"]
     meta["session_id"] = row["session_id"]
     entry["_teletap"] = meta

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .har import HarEntryError, entry_record
+from .har import HarEntryError, entry_record, websocket_records
 from .ingest import Pipeline
 from .records import ConnectionRecord, Record, WebSocketMessageRecord
 from .store import FlowRows, Item, Row, Store
@@ -261,11 +261,12 @@ def _har_records(path: Path, info: FileInfo, max_entry_bytes: int, flow_id: Call
                 try:
                     record = entry_record(entry, flow_id=flow_id(index), source=f"{path.name}#{index}",
                                           mitmproxy_creator=from_mitmproxy)
+                    messages = websocket_records(entry, record.id)
                 except HarEntryError as e:
                     raise CaptureFileError(f"{path}: entry {index} (ending at byte {stream.offset}): {e}") from e
                 stream.mark = stream.offset
                 info.position = stream.stored_offset
-                yield index, [record]
+                yield index, [record, *messages]
         except ijson.JSONError as e:
             raise _json_error(path, stream, e, f"after entry {index}" if index >= 0 else "before any entry") from e
         except EntryTooLarge as e:

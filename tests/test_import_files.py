@@ -320,3 +320,22 @@ def test_flow_size_limit(tmp_path: Path) -> None:
     with pytest.raises(CaptureFileError, match=r"flow 0 .*larger than 100000 bytes"):
         check(path, max_entry_bytes=100_000)
     assert check(path).entries == len(flows)
+
+
+def test_export_then_import_keeps_flows_and_websocket_messages(tmp_path: Path) -> None:
+    """Flow file → DB → teletap export har → fresh DB: the same HTTP flows, bodies and WebSocket messages."""
+    path = tmp_path / "dump.mitm"
+    write_flows(path, sample_flows())
+    first, second = tmp_path / "a.db", tmp_path / "b.db"
+    assert not run_import(first, path).failed
+    out = tmp_path / "out.har"
+    r = cli("export", "har", "--db", str(first), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    har_doc = json.loads(out.read_text())
+    assert len(har_doc["log"]["entries"]) == count(first, "flows") == 3
+    assert not run_import(second, out).failed
+    query = ("SELECT method, url, status, request_body, response_body, request_sha256, error, event_count, "
+             "finding_count FROM flows ORDER BY url, method, error")
+    assert rows(second, query) == rows(first, query)
+    ws = "SELECT direction, time, is_text, size, content FROM websocket_messages ORDER BY time, direction"
+    assert rows(second, ws) == rows(first, ws) and count(second, "websocket_messages") > 0
