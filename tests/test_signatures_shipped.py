@@ -76,6 +76,23 @@ def test_shipped_set_covers_the_required_areas(shipped: SignatureSet) -> None:
     assert m.match("teletap-unknown.example.invalid") is None
 
 
+WIN11_TSV = Path("/work/shared/data/microsoft-docs/windows11_enterprise_endpoints.tsv")
+
+
+@pytest.mark.skipif(not WIN11_TSV.is_file(), reason="research data not present")
+def test_every_windows_11_enterprise_endpoint_is_covered(shipped: SignatureSet) -> None:
+    m = Matcher(shipped)
+    missing = []
+    for line in WIN11_TSV.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        area, _protocol, destination = line.split("\t")[:3]
+        host = destination.rstrip("*").replace("*", "teletap")  # 'host*' = any path; '*' elsewhere = any text
+        if m.match(host) is None:
+            missing.append(f"{area}: {destination}")
+    assert missing == []
+
+
 def test_pinned_endpoint_gets_its_signature_by_sni_alone(shipped: SignatureSet) -> None:
     # A failed TLS handshake only tells us the SNI (and port): no path, method or content type.
     s = Matcher(shipped).match("eu-v10c.events.data.microsoft.com", port=443)
