@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import islice
 
 # Key name (or JSON path) that describes the value at an offset, or None. Supplied by the engine.
 ContextFn = Callable[[int], "str | None"]
@@ -29,6 +31,13 @@ class Hit:
     end: int
     value: str
     prefix: str = ""  # shown before the redacted value in the preview (e.g. "C:\Users\")
+
+
+MAX_HITS = 10_000  # candidates per detector per text: a body made of one pattern repeated stays cheap
+
+
+def _each(pattern: re.Pattern[str], t: str) -> Iterator[re.Match[str]]:
+    return islice(pattern.finditer(t), MAX_HITS)
 
 
 def clear(t: str, start: int, end: int) -> str:
@@ -52,6 +61,7 @@ def key_before(t: str, pos: int, floor: int = 0) -> str | None:
     return m.group(1) if m else None
 
 
+@lru_cache(maxsize=8192)  # telemetry repeats the same few hundred keys in every event
 def key_parts(key: str | None) -> tuple[str, str]:
     """(last component, parent component) of a key or path, lower-cased, alphanumerics only."""
     if not key:
@@ -85,7 +95,7 @@ _UPN_KEYS = ("upn", "principal", "loginname", "signinname", "logonname")
 
 def _emails(t: str, ctx: ContextFn) -> list[Hit]:
     out = []
-    for m in _EMAIL.finditer(t):
+    for m in _each(_EMAIL, t):
         local, domain = m.group(1), m.group(3)
         tld = domain.rsplit(".", 1)[-1].lower()
         if tld in _FILE_TLDS or local.endswith(".") or ".." in local or "%" in local:
@@ -133,7 +143,7 @@ def classify_ip(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | No
 
 def _ipv4(t: str, ctx: ContextFn) -> list[Hit]:
     out = []
-    for m in _IPV4.finditer(t):
+    for m in _each(_IPV4, t):
         s = m.start()
         # Product tokens ("Chrome/120.0.0.0") and "version 1.0.0.0" are versions, not addresses.
         if s >= 2 and t[s - 1] == "/" and t[s - 2].isalnum():
@@ -153,9 +163,13 @@ _IPV6 = re.compile(r"(?<![\w:.])((?:[0-9A-Fa-f]{1,4}:|:){2,7}(?:[0-9A-Fa-f]{1,4}
                    re.ASCII)
 
 
+# JSON is full of colons, but a colon between two hex digits only occurs in addresses and clocks.
+_HEX_COLON_HEX = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f]", re.ASCII)
+
+
 def _ipv6(t: str, ctx: ContextFn) -> list[Hit]:
     out = []
-    for m in _IPV6.finditer(t):
+    for m in _each(_IPV6, t):
         text = m.group(1)
         if "::" not in text and text.count(":") != 7:
             continue
@@ -181,7 +195,7 @@ _MAC_BARE = re.compile(r"(?<![\w-])[0-9A-Fa-f]{12}(?![\w-])", re.ASCII)
 
 def _macs(t: str, ctx: ContextFn) -> list[Hit]:
     out = []
-    for m in _MAC.finditer(t):
+    for m in _each(_MAC, t):
         hexes = re.sub(r"[:-]", "", m.group(0)).lower()
         if hexes in ("000000000000", "ffffffffffff"):
             continue
@@ -193,7 +207,12 @@ def _macs(t: str, ctx: ContextFn) -> list[Hit]:
         if key_has(ctx(m.start()), ("mac",)):
             conf = 0.95
         out.append(Hit("mac", "regex:mac", conf, m.start(), m.end(), m.group(0)))
-    for m in _MAC_BARE.finditer(t):
+    return out
+
+
+def _macs_bare(t: str, ctx: ContextFn) -> list[Hit]:
+    out = []
+    for m in _each(_MAC_BARE, t):
         # Twelve hex digits are a MAC only where the key says so.
         if key_has(ctx(m.start()), ("mac",)) and m.group(0).lower() not in ("000000000000", "ffffffffffff"):
             out.append(Hit("mac", "context:mac", 0.8, m.start(), m.end(), m.group(0)))
@@ -206,7 +225,7 @@ _SID = re.compile(r"(?<![\w-])[Ss]-1-(\d{1,3})((?:-\d{1,10}){1,15})(?![\w-])", r
 
 def _sids(t: str, ctx: ContextFn) -> list[Hit]:
     out = []
-    for m in _SID.finditer(t):
+    for m in _each(_SID, t):
         authority = int(m.group(1))
         subs = [int(x) for x in m.group(2)[1:].split("-")]
         if any(x > 0xFFFFFFFF for x in subs):
@@ -243,6 +262,7 @@ _GUID_CONF = {"device": 0.9, "user": 0.9, "client": 0.85, "tenant": 0.7, "sessio
 UNCLASSIFIED_GUID_CONFIDENCE = 0.3
 
 
+@lru_cache(maxsize=8192)
 def guid_role(key: str | None) -> str | None:
     """'device', 'user', 'client', 'tenant', 'session'; '' for a known non-identifier; None: unknown."""
     last, parent = key_parts(key)
@@ -259,7 +279,7 @@ def guid_role(key: str | None) -> str | None:
 
 def _guids(t: str, ctx: ContextFn) -> list[Hit]:
     out = []
-    for m in _GUID.finditer(t):
+    for m in _each(_GUID, t):
         g = m.group(1).lower()
         if g == "00000000-0000-0000-0000-000000000000":
             continue
@@ -286,7 +306,7 @@ _GENERIC_PROFILES = frozenset(("public", "default", "default user", "all users",
 
 def _user_paths(t: str, ctx: ContextFn) -> list[Hit]:
     out = []
-    for m in _WIN_PROFILE.finditer(t):
+    for m in _each(_WIN_PROFILE, t):
         prefix = m.group(1)
         # "/users/123" without a drive letter is a web API path, not a profile folder.
         if not _WIN_PROFILE_NODRIVE_OK.match(prefix) and "\\" not in prefix:
@@ -297,7 +317,7 @@ def _user_paths(t: str, ctx: ContextFn) -> list[Hit]:
         s = m.start(2)
         out.append(Hit("user-path", "regex:user-path", 0.9, s, s + len(name), clear(t, s, s + len(name)),
                        prefix=prefix.replace("\\\\", "\\")))
-    for m in _UNIX_HOME.finditer(t):
+    for m in _each(_UNIX_HOME, t):
         name = m.group(2)
         if name.lower() in _GENERIC_PROFILES or name.lower() in ("shared", "runner", "root") or name[0] == ".":
             continue
@@ -315,7 +335,7 @@ _DOC_STOP = frozenset("\"'/\\|<>:*?\x00\r\n\t=&;{}[]")
 
 def _documents(t: str, ctx: ContextFn) -> list[Hit]:
     out = []
-    for m in _DOC_EXT.finditer(t):
+    for m in _each(_DOC_EXT, t):
         dot = m.start()
         i, floor = dot, max(0, dot - 120)
         # Control bytes end a name too: in binary bodies (Bond) a length byte precedes the string.
@@ -346,7 +366,7 @@ _ONEDRIVE = re.compile(r"(?i)https?://(?:onedrive\.live\.com|1drv\.ms|d\.docs\.l
 
 def _sharepoint(t: str, ctx: ContextFn) -> list[Hit]:
     out = []
-    for m in _SHAREPOINT.finditer(t):
+    for m in _each(_SHAREPOINT, t):
         tenant = m.group(2).split(".")[0].lower()
         if tenant in ("www", "static", "cdn"):
             continue
@@ -354,7 +374,7 @@ def _sharepoint(t: str, ctx: ContextFn) -> list[Hit]:
         conf = 0.95 if len(path) > 1 else 0.75
         value = clear(t, m.start(), m.end())
         out.append(Hit("sharepoint-url", "regex:sharepoint-url", conf, m.start(), m.end(), value))
-    for m in _ONEDRIVE.finditer(t):
+    for m in _each(_ONEDRIVE, t):
         value = clear(t, m.start(), m.end())
         out.append(Hit("sharepoint-url", "regex:onedrive-url", 0.9, m.start(), m.end(), value))
     return out
@@ -369,7 +389,7 @@ _SEP_RUN = re.compile(r"[ .-]{2}|[.-][ ]|[ ][.-]", re.ASCII)
 
 def _phones(t: str, ctx: ContextFn) -> list[Hit]:
     out = []
-    for m in _PHONE.finditer(t):
+    for m in _each(_PHONE, t):
         s = m.group(1)
         digits = sum(c.isdigit() for c in s)
         if not 8 <= digits <= 15 or _SEP_RUN.search(s) or s.count("(") != s.count(")") or _DATE_LIKE.search(s):
@@ -411,7 +431,7 @@ def iban_valid(s: str) -> bool:
 
 def _ibans(t: str, ctx: ContextFn) -> list[Hit]:
     return [Hit("iban", "regex:iban", 0.95, m.start(), m.end(), m.group(1))
-            for m in _IBAN.finditer(t) if iban_valid(m.group(1))]
+            for m in _each(_IBAN, t) if iban_valid(m.group(1))]
 
 
 # -- payment cards -----------------------------------------------------------------------------------
@@ -446,7 +466,7 @@ def _card_brand_ok(d: str) -> bool:
 
 def _cards(t: str, ctx: ContextFn) -> list[Hit]:
     out = []
-    for m in _CARD.finditer(t):
+    for m in _each(_CARD, t):
         s = m.group(1)
         seps = {c for c in s if not c.isdigit()}
         digits = "".join(c for c in s if c.isdigit())
@@ -479,7 +499,7 @@ def bsn_valid(s: str) -> bool:
 
 def _bsns(t: str, ctx: ContextFn) -> list[Hit]:
     out = []
-    for m in _BSN.finditer(t):
+    for m in _each(_BSN, t):
         if not bsn_valid(m.group(1)):
             continue
         context = key_has(ctx(m.start()), _BSN_KEYS) or _before_has(t, m.start(), ("bsn", "burgerservice"), 40)
@@ -500,11 +520,16 @@ def ssn_valid(area: str, group: str, serial: str) -> bool:
 
 def _ssns(t: str, ctx: ContextFn) -> list[Hit]:
     out = []
-    for m in _SSN.finditer(t):
+    for m in _each(_SSN, t):
         if ssn_valid(*m.groups()):
             conf = 0.95 if key_has(ctx(m.start()), _SSN_KEYS) else 0.85
             out.append(Hit("ssn", "regex:ssn", conf, m.start(), m.end(), m.group(0)))
-    for m in _SSN_BARE.finditer(t):
+    return out
+
+
+def _ssns_bare(t: str, ctx: ContextFn) -> list[Hit]:
+    out = []
+    for m in _each(_SSN_BARE, t):
         if ssn_valid(*m.groups()) and key_has(ctx(m.start()), _SSN_KEYS):
             out.append(Hit("ssn", "context:ssn", 0.8, m.start(), m.end(), m.group(0)))
     return out
@@ -524,13 +549,13 @@ def geo_valid(lat: float, lon: float) -> bool:
 
 def _geo(t: str, ctx: ContextFn) -> list[Hit]:
     out = []
-    for m in _GEO_PAIR.finditer(t):
+    for m in _each(_GEO_PAIR, t):
         lat, lon = float(m.group(1)), float(m.group(2))
         if geo_valid(lat, lon):
             conf = 0.9 if key_has(ctx(m.start()), _GEO_KEYS) else 0.6
             out.append(Hit("geo", "regex:geo", conf, m.start(), m.end(), f"{m.group(1)},{m.group(2)}"))
     if "lat" in t or "LAT" in t or "Lat" in t:
-        for m in _GEO_LAT.finditer(t):
+        for m in _each(_GEO_LAT, t):
             lon_m = _GEO_LON.search(t, m.end(), m.end() + 200)
             if lon_m and geo_valid(float(m.group(1)), float(lon_m.group(1))):
                 out.append(Hit("geo", "context:geo", 0.9, m.start(1), lon_m.end(1),
@@ -539,47 +564,67 @@ def _geo(t: str, ctx: ContextFn) -> list[Hit]:
 
 
 # -- organisation host names -------------------------------------------------------------------------
-def org_host_regex(names: list[str]) -> re.Pattern[str] | None:
+@dataclass(frozen=True, slots=True)
+class OrgHosts:
+    pattern: re.Pattern[str]
+    names: tuple[str, ...]  # lower-cased; the regex only runs when one occurs in the text
+
+    def present(self, lower: str) -> bool:
+        return any(n in lower for n in self.names)
+
+
+def org_host_regex(names: list[str]) -> OrgHosts | None:
     """Matches the organisation's host names and anything under its domains (case-insensitive)."""
     names = sorted({n.strip().lower().strip(".") for n in names if n and n.strip(". ")}, key=len, reverse=True)
     if not names:
         return None
     alternation = "|".join(re.escape(n) for n in names)
-    return re.compile(rf"(?i)(?<![\w.@-])((?:[a-z0-9-]{{1,63}}\.){{0,10}}(?:{alternation}))(?![\w-])", re.ASCII)
+    pattern = re.compile(rf"(?i)(?<![\w.@-])((?:[a-z0-9-]{{1,63}}\.){{0,10}}(?:{alternation}))(?![\w-])", re.ASCII)
+    return OrgHosts(pattern, tuple(names))
 
 
 def hostnames(t: str, pattern: re.Pattern[str]) -> list[Hit]:
     return [Hit("hostname", "config:hostname", 0.9, m.start(1), m.end(1), m.group(1).lower())
-            for m in pattern.finditer(t)]
+            for m in _each(pattern, t)]
 
 
 # -- all detectors -----------------------------------------------------------------------------------
-# (detector, cheap precondition on the text): skipping a detector whose anchor character is absent
-# costs one `in` test instead of a regex pass.
-_DETECTORS: tuple[tuple[Callable[[str, ContextFn], list[Hit]], Callable[[str], bool]], ...] = (
-    (_emails, lambda t: "@" in t or "%40" in t),
-    (_ipv4, lambda t: "." in t),
-    (_ipv6, lambda t: "::" in t or t.count(":") >= 7),
-    (_macs, lambda t: True),  # bare twelve-hex MACs depend on the key, which may not be in the text
-    (_sids, lambda t: "S-1-" in t or "s-1-" in t),
-    (_guids, lambda t: "-" in t),
-    (_user_paths, lambda t: "sers" in t or "SERS" in t or "ettings" in t or "/home/" in t),
-    (_documents, lambda t: "." in t),
-    (_sharepoint, lambda t: "sharepoint" in t or "SharePoint" in t or "drive" in t or "1drv" in t or "docs.live" in t),
-    (_phones, lambda t: True),
-    (_ibans, lambda t: True),
-    (_cards, lambda t: True),
-    (_bsns, lambda t: True),
-    (_ssns, lambda t: True),
-    (_geo, lambda t: "." in t),
+# Each detector runs only when a cheap test on the text, or on the "hint" (the lower-cased text plus
+# the key names around it), says it can find something: skipping a regex pass is most of the speed.
+# Detectors that report only with context are gated on their key words.
+Gate = Callable[[str, str, float], bool]  # (text, hint, min_confidence)
+_DETECTORS: tuple[tuple[Callable[[str, ContextFn], list[Hit]], Gate], ...] = (
+    (_emails, lambda t, h, c: "@" in t or "%40" in t),
+    (_ipv4, lambda t, h, c: "." in t),
+    (_ipv6, lambda t, h, c: "::" in t or _HEX_COLON_HEX.search(t) is not None),
+    (_macs, lambda t, h, c: _HEX_COLON_HEX.search(t) is not None or "-" in t),
+    (_macs_bare, lambda t, h, c: "mac" in h),
+    (_sids, lambda t, h, c: "s-1-" in h),
+    (_guids, lambda t, h, c: "-" in t),
+    (_user_paths, lambda t, h, c: "users" in h or "settings" in h or "/home/" in h),
+    (_documents, lambda t, h, c: "." in t),
+    (_sharepoint, lambda t, h, c: "sharepoint" in h or "onedrive" in h or "1drv" in h or "docs.live" in h),
+    (_phones, lambda t, h, c: "+" in t or any(w in h for w in _PHONE_HINTS)),
+    (_ibans, lambda t, h, c: True),
+    (_cards, lambda t, h, c: True),
+    (_bsns, lambda t, h, c: c <= 0.3 or any(w in h for w in _BSN_KEYS)),
+    (_ssns, lambda t, h, c: "-" in t),
+    (_ssns_bare, lambda t, h, c: "ssn" in h or "socialsecurity" in h),
+    (_geo, lambda t, h, c: "." in t),
 )
+# "tel" alone would match every "telemetry".
+_PHONE_HINTS = ("phone", "mobile", "msisdn", "fax", "gsm", "cell", "tel:", "\"tel\"", ".tel", "tel=", "tel\x00")
 
 
-def detect(t: str, ctx: ContextFn, org_hosts: re.Pattern[str] | None = None) -> list[Hit]:
+def detect(t: str, ctx: ContextFn, org_hosts: OrgHosts | None = None, hint: str | None = None,
+           min_confidence: float = 0.0) -> list[Hit]:
+    """All pattern hits in byte text `t`. hint: lower-cased text plus key names (default: t lower-cased)."""
+    if hint is None:
+        hint = t.lower()
     hits: list[Hit] = []
     for fn, worth in _DETECTORS:
-        if worth(t):
+        if worth(t, hint, min_confidence):
             hits.extend(fn(t, ctx))
-    if org_hosts is not None:
-        hits.extend(hostnames(t, org_hosts))
+    if org_hosts is not None and org_hosts.present(hint):
+        hits.extend(hostnames(t, org_hosts.pattern))
     return hits

@@ -130,7 +130,8 @@ class FindingsEngine:
             return (body_offset + s, body_offset + e) if body_offset is not None else None
 
         if patterns:
-            for h in detect(t, ctx, self.org_hosts):
+            hint = t.lower() + ("\x00" + default_key.lower() if default_key else "")
+            for h in detect(t, ctx, self.org_hosts, hint, self.min_confidence):
                 out.append(_Candidate(h.kind, h.detector + detector_suffix, h.confidence, location, h.value, None,
                                       span(h.start, h.end), h.prefix, _RANK_PATTERN))
         for k in self.known.find(t):
@@ -260,7 +261,8 @@ class FindingsEngine:
             i = seg_of(start)
             return f"event:{segments[i][1]}", segments[i][0]
 
-        for h in detect(big, ctx, self.org_hosts):
+        hint = big.lower() + "\x00" + "\x00".join(dict.fromkeys(p for _, p, _ in segments)).lower()
+        for h in detect(big, ctx, self.org_hosts, hint, self.min_confidence):
             loc, position = place(h.start)
             out.append(_Candidate(h.kind, h.detector, h.confidence, loc, h.value, position, None, h.prefix,
                                   _RANK_PATTERN))
@@ -325,8 +327,16 @@ class FindingsEngine:
                 segments.append((position, path, text))
 
     def _geo_keys(self, node: dict, path: str, position: int | None, out: list[_Candidate]) -> None:
-        lat = next((node[k] for k in node if isinstance(k, str) and k.lower() in _LAT_KEYS), None)
-        lon = next((node[k] for k in node if isinstance(k, str) and k.lower() in _LON_KEYS), None)
+        lat = lon = None
+        if len(node) < 2:
+            return
+        for k, v in node.items():
+            if isinstance(k, str) and len(k) <= 9:
+                lk = k.lower()
+                if lk in _LAT_KEYS:
+                    lat = v
+                elif lk in _LON_KEYS:
+                    lon = v
         if lat is None or lon is None or isinstance(lat, bool) or isinstance(lon, bool):
             return
         try:
