@@ -1,6 +1,6 @@
 """Per-flow signature match cost with 10,000 signatures against 10, measured in one run.
 
-    python bench/bench_match.py [--flows 20000] [--repeat 5]
+    python bench/bench_match.py [--flows 5000] [--repeat 40]
 
 Both sets have the same mix of signature kinds (exact hosts, wildcards, label globs, path rules, host
 regexes), and each is probed with flows generated the same way from its own patterns (70 % hits, 20 % near
@@ -98,8 +98,8 @@ def per_flow_ns(matcher: Matcher, probes: list[tuple[str, str, str]], repeat: in
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--flows", type=int, default=20000)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--flows", type=int, default=5000)
+    ap.add_argument("--repeat", type=int, default=40)
     args = ap.parse_args()
     large = generated(10_000)
     small = stratified(large, 10)
@@ -113,8 +113,11 @@ def main() -> None:
     hits_small = sum(1 for h, p, m in probes_small if m_small.match(h, p, m, 443) is not None)
     per_flow_ns(m_small, probes_small[:1000], 1)  # warm-up
     per_flow_ns(m_large, probes_large[:1000], 1)
-    small_ns = per_flow_ns(m_small, probes_small, args.repeat)
-    large_ns = per_flow_ns(m_large, probes_large, args.repeat)
+    # Interleaved, best of N: on a shared machine, load hits both sets alike and the minimum is the cost.
+    small_ns = large_ns = float("inf")
+    for _ in range(args.repeat):
+        small_ns = min(small_ns, per_flow_ns(m_small, probes_small, 1))
+        large_ns = min(large_ns, per_flow_ns(m_large, probes_large, 1))
     print(f"flows: {args.flows} per set; matched: {hits_small} (10 set), {hits_large} (10,000 set); "
           f"compile 10,000: {compile_s:.2f} s")
     print(f"10 signatures:     {small_ns / 1000:.2f} us/flow")
