@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 import zlib
@@ -262,7 +263,9 @@ def _har_records(path: Path, info: FileInfo, max_entry_bytes: int, flow_id: Call
                     record = entry_record(entry, flow_id=flow_id(index), source=f"{path.name}#{index}",
                                           mitmproxy_creator=from_mitmproxy)
                     messages = websocket_records(entry, record.id)
-                except HarEntryError as e:
+                    for r in (record, *messages):
+                        validate(r)
+                except (HarEntryError, ValueError) as e:
                     raise CaptureFileError(f"{path}: entry {index} (ending at byte {stream.offset}): {e}") from e
                 stream.mark = stream.offset
                 info.position = stream.stored_offset
@@ -309,6 +312,8 @@ def _flow_records(path: Path, info: FileInfo, max_entry_bytes: int, flow_id: Cal
             try:
                 f = flow.Flow.from_state(compat.migrate_flow(state))  # type: ignore[arg-type]
                 records = _records_of(f, flow_id(f.id), f"{path.name}#{index}", Capture, http, tcp, udp, dns)
+                for r in records:
+                    validate(r)
             except Exception as e:  # from_state on hostile input raises anything (KeyError, TypeError, …)
                 raise CaptureFileError(f"{path}: flow {index} at byte {start} cannot be read: "
                                        f"{type(e).__name__}: {str(e)[:200]}") from e
@@ -346,6 +351,30 @@ def _records_of(f: Any, new_id: str, source: str, capture: Any, http: Any, tcp: 
         record.id = new_id
         return [record]
     return []
+
+
+# -- records that the store can hold ------------------------------------------------------------------------
+
+_MAX_TS = 253402300799.0  # 9999-12-31: what store.iso() (time.gmtime) can render
+_MAX_INT = 2**62  # SQLite INTEGER is 64-bit signed
+
+
+def validate(record: Record) -> None:
+    """Reject values that would fail only when written (an infinite time, a 100-digit size), so that the
+    check pass catches them and the import pass cannot stop half-way on them. Raises ValueError."""
+    for name in ("request_time", "response_time", "started", "ended", "time"):
+        value = getattr(record, name, None)
+        if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value)
+                                  or not -_MAX_TS < value < _MAX_TS):
+            raise ValueError(f"{name} {value!r} is not a usable time")
+    for name in ("client_port", "server_port", "port", "status", "size", "bytes_from_client", "bytes_from_server"):
+        value = getattr(record, name, None)
+        if value is not None and (not isinstance(value, int) or not -_MAX_INT < value < _MAX_INT):
+            raise ValueError(f"{name} {value!r} is out of range")
+    for body_name in ("request_body", "response_body"):
+        body = getattr(record, body_name, None)
+        if body is not None and not 0 <= body.size_wire < _MAX_INT:
+            raise ValueError(f"{body_name} size {body.size_wire!r} is out of range")
 
 
 # -- the import ------------------------------------------------------------------------------------------

@@ -339,3 +339,34 @@ def test_export_then_import_keeps_flows_and_websocket_messages(tmp_path: Path) -
     assert rows(second, query) == rows(first, query)
     ws = "SELECT direction, time, is_text, size, content FROM websocket_messages ORDER BY time, direction"
     assert rows(second, ws) == rows(first, ws) and count(second, "websocket_messages") > 0
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("time", 1e308, "not a usable time"),
+    ("status", 2**63 - 1, "status .* is out of range"),  # fits JSON int64, not the store
+    ("startedDateTime", "not a date", "not an ISO 8601 time"),
+])
+def test_values_the_store_cannot_hold_are_caught_by_the_check(tmp_path: Path, field: str, value: Any,
+                                                              message: str) -> None:
+    bad = entry()
+    if field == "status":
+        bad["response"]["status"] = value
+    else:
+        bad[field] = value
+    path = tmp_path / "hostile.har"
+    path.write_bytes(har(entry(), bad))
+    db = tmp_path / "t.db"
+    [failed] = run_import(db, path).failed
+    assert "entry 1" in failed.error and __import__("re").search(message, failed.error), failed.error
+    assert_nothing_written(db)
+
+
+def test_flow_file_with_an_infinite_timestamp(tmp_path: Path) -> None:
+    flows = sample_flows()
+    flows[1].request.timestamp_start = float("inf")
+    path = tmp_path / "inf.mitm"
+    write_flows(path, flows)
+    db = tmp_path / "t.db"
+    [failed] = run_import(db, path).failed
+    assert "flow 1" in failed.error and "not a usable time" in failed.error, failed.error
+    assert_nothing_written(db)
