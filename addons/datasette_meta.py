@@ -16,8 +16,8 @@ from .schema import TABLES
 DATABASE = "teletap"  # Datasette names a database after its file; `teletap serve` renames this key to match
 
 FACETS: dict[str, list[str]] = {
-    "flows": ["category", "vendor", "data_flow", "host", "session_id"],
-    "connections": ["kind", "observable", "category", "sni", "session_id"],
+    "flows": ["category", "vendor", "data_flow", "signature_id", "host", "session_id"],
+    "connections": ["kind", "observable", "category", "signature_id", "sni", "session_id"],
     "events": ["format", "name", "documented_level", "category", "session_id"],
     "findings": ["kind", "severity", "data_flow", "host", "session_id"],
     "dns": ["question", "session_id"],
@@ -158,7 +158,8 @@ order by events desc, e.name""",
                        "level: 'required' (the default: Office 'Required', Windows 'Required') lists events that "
                        "are undocumented; 'neither' (Office 'Neither', Windows 'Security'/off) also lists "
                        "required diagnostic events, as only essential services may then send. Unknown values "
-                       "count as 'neither', so nothing is hidden by a typo.",
+                       "count as 'neither', so nothing is hidden by a typo. Only named events sent by clients: "
+                       "a query string or form without an event name has no documented level to compare.",
         "sql": f"""select e.name, coalesce(e.documented_level, 'undocumented') as documented_level,
   case when coalesce(e.documented_level, 'undocumented') = 'undocumented'
     then 'not in Microsoft''s documented lists'
@@ -166,7 +167,7 @@ order by events desc, e.name""",
   e.format, count(*) as events, count(distinct e.flow_id) as flows, group_concat(distinct f.host) as sent_to,
   min(coalesce(e.time, f.request_time)) as first_seen, max(coalesce(e.time, f.request_time)) as last_seen
 from events e left join flows f on f.id = e.flow_id
-where coalesce(e.direction, 'request') = 'request' and {_IN_SESSION.format(t="e.")}
+where coalesce(e.direction, 'request') = 'request' and coalesce(e.name, '') != '' and {_IN_SESSION.format(t="e.")}
   and coalesce(e.documented_level, 'undocumented') != 'office-essential-service'
   and not (lower(trim(:level)) in ('', 'required', 'basic', 'optional', 'full')
            and e.documented_level in ('office-required', 'windows-required'))

@@ -33,6 +33,11 @@ UNDOCUMENTED = "undocumented"
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
            "#999999", "#666666")
 CSS = """
+/* Datasette lists every column description above the table; keep them at hand without pushing the rows
+   off the screen (flows has 50 columns). */
+dl.column-descriptions { display: grid; grid-template-columns: max-content 1fr; gap: 0.1em 1em; max-height: 12em;
+  overflow-y: auto; border: 1px solid #ddd; padding: 0.5em; font-size: 0.85em; }
+dl.column-descriptions dd { margin: 0; }
 .teletap-json { margin: 0; white-space: pre-wrap; word-break: break-word; font-size: 0.85em; }
 .teletap-fold > summary { cursor: pointer; color: #555; }
 .teletap-fold[open] > summary { margin-bottom: 0.3em; }
@@ -65,7 +70,7 @@ def _pretty(text: str, limit: int) -> Markup | None:
         return None
     pretty = json.dumps(parsed, indent=2, ensure_ascii=False)
     block = Markup('<pre class="teletap-json">{}</pre>').format(pretty)
-    if len(pretty) <= limit:
+    if len(pretty) <= limit and pretty.count("\n") <= 4:  # a few short lines read fine unfolded
         return block
     size = f"{len(parsed)} item{'s' if len(parsed) != 1 else ''}"
     return _fold(f"{text[: min(limit, 80)]}… ({size}, {len(text)} characters)", block)
@@ -194,21 +199,22 @@ def _colours(categories: list[str]) -> dict[str, str]:
 def _stacked_bars(periods: list[str], categories: list[str], counts: dict[tuple[str, str], int],
                   colours: dict[str, str]) -> Markup:
     """Flows per period, stacked by category: one bar per period, a y axis with its maximum."""
-    width, height, left, bottom, top = 900, 300, 50, 60, 10
-    plot_w, plot_h = width - left - 10, height - bottom - top
+    width, height, left, bottom, top, right = 900, 280, 60, 40, 10, 50
+    plot_w, plot_h = width - left - right, height - bottom - top
     totals = [sum(counts.get((p, c), 0) for c in categories) for p in periods]
     peak = max(totals, default=0) or 1
     slot = plot_w / max(len(periods), 1)
-    bar = max(slot * 0.8, 1)
+    bar = min(max(slot * 0.8, 1), 60)
     parts = [Markup('<svg class="teletap-chart" role="img" viewBox="0 0 {} {}" width="{}" height="{}" '
                     'xmlns="http://www.w3.org/2000/svg"><title>Flows over time, per category</title>').format(
         width, height, width, height)]
     parts.append(Markup('<line x1="{0}" y1="{1}" x2="{0}" y2="{2}" stroke="#444"/>'
                         '<line x1="{0}" y1="{2}" x2="{3}" y2="{2}" stroke="#444"/>'
                         '<text x="{4}" y="{5}" text-anchor="end">{6}</text>'
-                        '<text x="{4}" y="{2}" text-anchor="end">0</text>').format(
-        left, top, top + plot_h, left + plot_w, left - 4, top + 10, peak))
-    label_every = max(1, len(periods) // 12)
+                        '<text x="{4}" y="{2}" text-anchor="end">0</text>'
+                        '<text x="12" y="{7}" text-anchor="middle" transform="rotate(-90 12 {7})">flows</text>').format(
+        left, top, top + plot_h, left + plot_w, left - 4, top + 10, peak, top + plot_h / 2))
+    label_every = max(1, int(130 // slot) + 1) if slot < 130 else 1  # labels ~130 px apart never overlap
     for i, period in enumerate(periods):
         x = left + i * slot + (slot - bar) / 2
         y = top + plot_h
@@ -222,11 +228,29 @@ def _stacked_bars(periods: list[str], categories: list[str], counts: dict[tuple[
                                 '<title>{} · {}: {} flow(s)</title></rect>').format(
                 x, y, bar, h, colours[category], period, category, n))
         if i % label_every == 0:
-            parts.append(Markup('<text x="{:.1f}" y="{}" text-anchor="end" transform="rotate(-35 {:.1f} {})">'
-                                '{}</text>').format(x + bar / 2, top + plot_h + 14, x + bar / 2,
-                                                    top + plot_h + 14, period))
+            parts.append(Markup('<text x="{:.1f}" y="{}" text-anchor="middle">{}</text>').format(
+                x + bar / 2, top + plot_h + 16, period.replace("T", " ")))
     parts.append(Markup("</svg>"))
     return Markup("").join(parts)
+
+
+def _all_periods(seen: list[str], bucket: str, limit: int = 500) -> list[str]:
+    """Every period from the first to the last seen, so quiet hours show as gaps (seen ones if too many)."""
+    if not seen:
+        return []
+    formats = {"minute": ("%Y-%m-%dT%H:%M", timedelta(minutes=1)), "day": ("%Y-%m-%d", timedelta(days=1))}
+    fmt, step = formats.get(bucket, ("%Y-%m-%dT%H:00", timedelta(hours=1)))
+    try:
+        current, last = datetime.strptime(seen[0], fmt), datetime.strptime(seen[-1], fmt)
+    except ValueError:
+        return seen
+    if (last - current) / step >= limit:
+        return seen
+    periods = []
+    while current <= last:
+        periods.append(current.strftime(fmt))
+        current += step
+    return periods
 
 
 def _horizontal_bars(rows: list[tuple[str, int, str, str]], colours: dict[str, str], unit: str) -> Markup:
@@ -261,7 +285,7 @@ TEMPLATE = """{% extends "base.html" %}
 {% block title %}Charts: {{ database }}{% endblock %}
 {% block crumbs %}{{ crumbs.nav(request=request, database=database) }}{% endblock %}
 {% block content %}
-<h1>Charts of the evidence in {{ database }}</h1>
+<h1>Charts: {{ database }}</h1>
 <form action="" method="get">
   <input type="hidden" name="database" value="{{ database }}">
   <label>Session <select name="session">
@@ -313,7 +337,7 @@ async def _charts(request: Any, datasette: Any) -> Response:
                              " and (:session = '' or session_id = cast(:session as integer))", params)).first()
     bucket = request.args.get("bucket") or _bucket_for(span[0], span[1])
     traffic = (await db.execute(QUERIES["traffic_over_time"]["sql"], {**params, "bucket": bucket})).rows
-    periods = sorted({r["period"] for r in traffic})
+    periods = _all_periods(sorted({r["period"] for r in traffic}), bucket)
     category_totals: dict[str, int] = {}
     for r in traffic:
         category_totals[r["category"]] = category_totals.get(r["category"], 0) + r["flows"]
