@@ -9,7 +9,9 @@ client understands, so it neither retries nor changes behaviour:
 * anything else: ``204 No Content``.
 
 The selector that matched is stored in ``flow.metadata["teletap_sinkholed"]`` (the capture addon records it).
-With ``all``, ``connection_strategy`` is set to ``lazy`` so mitmproxy never opens an upstream connection.
+With ``all``, ``connection_strategy`` is set to ``lazy`` so mitmproxy does not connect upstream before a
+request needs it, and the ``server_connect`` hook refuses any upstream connection that is still attempted
+(TCP/UDP streams, passed-through TLS, WebSocket upgrades), the same way mitmproxy refuses to connect to itself.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.proxy import server_hooks
 
 from .signatures import _ID_RE, CATEGORIES
 
@@ -183,6 +186,7 @@ class Sinkhole:
     def __init__(self, matcher: Callable[[], Matcher | None]):
         self._matcher = matcher
         self.selectors: list[Selector] = []
+        self.all = False
         self._restore_strategy: str | None = None
 
     def load(self, loader: Any) -> None:
@@ -202,7 +206,7 @@ class Sinkhole:
             except ValueError as e:
                 raise exceptions.OptionsError(str(e)) from None
         self.selectors = selectors
-        wants_all = any(s.kind == "all" for s in selectors)
+        wants_all = self.all = any(s.kind == "all" for s in selectors)
         # Lazy: mitmproxy connects upstream only when a request needs it, and with 'all' none does.
         if "connection_strategy" not in ctx.options:  # no proxy core loaded (e.g. an offline tool)
             return
@@ -212,6 +216,11 @@ class Sinkhole:
         elif not wants_all and self._restore_strategy is not None:
             previous, self._restore_strategy = self._restore_strategy, None
             ctx.options.update(connection_strategy=previous)
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        # The guarantee behind 'all': whatever the protocol, no connection leaves the machine.
+        if self.all and data.server.error is None:
+            data.server.error = "teletap sinkhole 'all': upstream connections are disabled (lab mode)"
 
     def _signature(self, flow: http.HTTPFlow) -> Signature | None:
         matcher = self._matcher()

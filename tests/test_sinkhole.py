@@ -147,6 +147,21 @@ def test_all_sets_lazy_connection_strategy_and_restores_it(matcher: Matcher) -> 
         assert tctx.options.connection_strategy == "eager"
 
 
+def test_all_refuses_every_upstream_connection(matcher: Matcher) -> None:
+    from mitmproxy.proxy import server_hooks
+    from mitmproxy.test import tflow as tf
+
+    addon = Sinkhole(lambda: matcher)
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, teletap_sinkhole=["category:analytics"])
+        data = server_hooks.ServerConnectionHookData(server=tf.tserver_conn(), client=tf.tclient_conn())
+        addon.server_connect(data)
+        assert data.server.error is None  # selective sinkholing leaves other traffic alone
+        tctx.configure(addon, teletap_sinkhole=["all"])
+        addon.server_connect(data)
+        assert data.server.error == "teletap sinkhole 'all': upstream connections are disabled (lab mode)"
+
+
 def test_without_a_matcher_only_all_and_undocumented_apply() -> None:
     addon = Sinkhole(lambda: None)
     f = run(addon, ["category:diagnostic-data"], flow("a.events.example.invalid"))
