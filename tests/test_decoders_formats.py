@@ -111,6 +111,14 @@ def test_aria_base64_and_raw_deflate() -> None:
     assert r2.format == "aria" and r2.error is None and len(r2.events) == 2
 
 
+def test_aria_raw_deflate_named_in_query() -> None:
+    c = zlib.compressobj(wbits=-15)
+    deflated = c.compress(aria_body()) + c.flush()
+    r = decode_request("POST", ARIA_URL + "&content-encoding=deflate", [], deflated)
+    assert r.format == "aria" and r.error is None and r.body == aria_body()
+    assert any("from the query string" in n for n in r.notes)
+
+
 def test_aria_trailing_bytes_reported() -> None:
     r = decode_request("POST", ARIA_URL, [], aria_body() + b"\x01\x02")
     assert r.error and "after the ClientToCollectorRequest" in r.error and r.error_offset == len(aria_body())
@@ -286,6 +294,12 @@ def test_jwt_in_body_after_body_events_and_query() -> None:
     assert [e.format for e in r.events] == ["json", "query", "jwt"]
     assert [e.position for e in r.events] == [0, 1, 2]
     assert r.events[2].data["source"] == "body"
+
+
+def test_jwt_in_query_string() -> None:
+    r = decode_request("GET", f"https://app.example.invalid/cb?state=1&id_token={jwt(CLAIMS)}", [], b"")
+    assert [e.format for e in r.events] == ["query", "jwt"]
+    assert r.events[1].data["source"] == "query" and r.events[1].tenant_id == CLAIMS["tid"]
 
 
 def test_not_a_jwt() -> None:

@@ -181,7 +181,7 @@ def _decode_request(method: str, url: str, headers: Sequence[tuple[str, str]], b
     if query_full:
         events.append(generic.query_event(query_full, len(events)))
     scan = data[:_JWT_SCAN_BYTES] if data else None
-    events += generic.find_jwts(headers, scan, len(events))
+    events += generic.find_jwts(headers, scan, len(events), split.query)
     if events and result.format is None:
         result.format = events[0].format
     result.events = events

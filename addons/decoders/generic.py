@@ -307,10 +307,14 @@ def jwt_event(token: bytes, source: str, position: int) -> Event | None:
     )
 
 
-def find_jwts(headers: Iterable[tuple[str, str]], body: bytes | None, start: int) -> list[Event]:
+def find_jwts(headers: Iterable[tuple[str, str]], body: bytes | None, start: int, query: str = "") -> list[Event]:
+    """JWTs in the query string (``access_token=``, ``id_token=``), any header, and the body."""
     events: list[Event] = []
     seen: set[bytes] = set()
-    for name, value in headers:
+    sources = list(headers)
+    if "eyJ" in query:
+        sources.insert(0, ("query", query))
+    for name, value in sources:
         if "eyJ" not in value:
             continue
         for m in JWT_RE.finditer(value.encode("latin-1", "replace")):
@@ -318,7 +322,8 @@ def find_jwts(headers: Iterable[tuple[str, str]], body: bytes | None, start: int
             if tok in seen or len(events) >= _MAX_JWTS:
                 continue
             seen.add(tok)
-            ev = jwt_event(tok, f"header:{name.lower()}", start + len(events))
+            src = "query" if name == "query" and value is query else f"header:{name.lower()}"
+            ev = jwt_event(tok, src, start + len(events))
             if ev:
                 events.append(ev)
     if body and b"eyJ" in body:
