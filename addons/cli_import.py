@@ -46,7 +46,7 @@ def _size(text: str) -> int:
 @click.option("--findings-key", default="", type=click.Path(dir_okay=False),
               help="File with the hex key for findings' value hashes (default: <db>.findings-key).")
 @click.option("--findings-store-clear", is_flag=True, help="Store matched personal data in clear.")
-@click.option("--max-entry-size", default="256M", show_default=True,
+@click.option("--max-entry-size", default="256M", show_default=True, metavar="SIZE",
               help="Largest single HAR entry or flow accepted (memory is bounded by this, not by the file).")
 def import_(files: tuple[Path, ...], db: str, label: str, fmt: str, signature_paths: tuple[str, ...],
             identifiers: str | None, findings_key: str, findings_store_clear: bool, max_entry_size: str) -> None:
@@ -110,7 +110,8 @@ def import_(files: tuple[Path, ...], db: str, label: str, fmt: str, signature_pa
         else:
             click.echo(f"{f.info.path}: {f.info.entries} entries → {f.flows} flows, {f.events} events, "
                        f"{f.findings} findings" + (f", {f.other} other rows" if f.other else ""))
-    click.echo(f"session {result.session_id} in {db_path}")
+    if result.session_id is not None:
+        click.echo(f"session {result.session_id} in {db_path}")
     if result.failed:
         sys.exit(1)
 

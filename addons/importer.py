@@ -484,6 +484,8 @@ def import_files(db_path: Path, paths: Sequence[Path], pipeline: Pipeline, *, la
             result.files.append(FileResult(FileInfo(path, fmt or "?"), error=f"{path}: {e.strerror or e}"))
         except CaptureFileError as e:
             result.files.append(FileResult(FileInfo(path, fmt or "?"), error=str(e)))
+    if not infos:
+        return result  # nothing passed the check: no session, nothing written
     store = Store(db_path)
     try:
         if signature_set is not None:

@@ -52,6 +52,9 @@ def pipeline() -> Pipeline:
 
 
 def run_import(db: Path, *paths: Path, **kw: Any):
+    from teletap.store import connect
+
+    connect(db).close()  # as the CLI does before importing: the DB exists even if no file passes the check
     return import_files(db, list(paths), pipeline(), **kw)
 
 
@@ -158,8 +161,20 @@ def test_truncated_har(tmp_path: Path) -> None:
     [failed] = result.failed
     assert "ends early" in failed.error and f"byte {len(data) * 2 // 3}" in failed.error
     assert_nothing_written(db)
+    assert count(db, "sessions") == 0
+
+
+def test_a_bad_file_next_to_good_ones_is_recorded_in_the_session(tmp_path: Path) -> None:
+    good, cut = tmp_path / "good.har", tmp_path / "cut.har"
+    good.write_bytes(har(entry()))
+    cut.write_bytes(har(entry(), entry())[:-40])
+    db = tmp_path / "t.db"
+    result = run_import(db, good, cut)
+    assert [f.info.path.name for f in result.failed] == ["cut.har"]
     [session] = rows(db, "SELECT * FROM sessions")
-    assert session["items_unrecorded"] >= 1 and "cut.har" in session["unrecorded_reasons"]
+    assert session["items_recorded"] == 1 and session["items_unrecorded"] >= 1
+    assert "cut.har: not imported" in session["unrecorded_reasons"]
+    assert [f["source"] for f in rows(db, "SELECT source FROM flows")] == ["good.har#0"]
 
 
 def test_syntax_error_reports_the_exact_byte(tmp_path: Path) -> None:
