@@ -232,6 +232,7 @@ signatures:
 @pytest.mark.e2e
 def test_sinkhole_all_end_to_end(tmp_path: Path) -> None:
     import socket
+    import ssl
 
     import httpx
 
@@ -255,6 +256,11 @@ def test_sinkhole_all_end_to_end(tmp_path: Path) -> None:
             with httpx.Client(proxy=tt.proxy, timeout=10) as client:
                 r = client.post(f"http://{LOOPBACK}:{port}/OneCollector/1.0/?cors=true", content=body,
                                 headers={"content-type": "application/x-json-stream"})
+            # The same over TLS, from a client that trusts teletap's CA: answered without any upstream.
+            with httpx.Client(proxy=tt.proxy, verify=ssl.create_default_context(cafile=str(tt.ca)),
+                              timeout=10) as client:
+                r_tls = client.post(f"https://localhost:{port}/OneCollector/1.0/", content=body,
+                                    headers={"content-type": "application/x-json-stream"})
             # A client that pins its certificate: the handshake with teletap's certificate fails.
             with httpx.Client(proxy=tt.proxy, verify=True, timeout=10) as client, \
                     pytest.raises(httpx.ConnectError):
@@ -266,7 +272,10 @@ def test_sinkhole_all_end_to_end(tmp_path: Path) -> None:
         upstream.close()
     assert r.status_code == 200 and r.json() == {"acc": 2}
     assert r.headers["x-teletap-sinkhole"] == "1"
-    (flow,) = rows(tt.db, "select * from flows where path like '/OneCollector/%'")
+    assert r_tls.status_code == 200 and r_tls.json() == {"acc": 2}
+    (tls_flow,) = rows(tt.db, "select * from flows where path like '/OneCollector/%' and scheme = 'https'")
+    assert tls_flow["sni"] == "localhost" and tls_flow["sinkhole_rule"] == "all"
+    (flow,) = rows(tt.db, "select * from flows where path like '/OneCollector/%' and scheme = 'http'")
     assert flow["answered_by_teletap"] == 1 and flow["sinkhole_rule"] == "all"
     assert flow["signature_id"] == "test.e2e.collector" and flow["category"] == "diagnostic-data"
     # Only the body's events (the decoders also record the query string as an event of its own).
