@@ -169,6 +169,13 @@ def test_jwt_claims_in_authorization_header_are_decoded(engine):
     assert body_upn.span == (2, 2 + len(token))  # the whole token is what must be blanked
 
 
+def test_form_encoded_body_addresses_and_spans(engine):
+    body = b"to=mailto%3Akim.berg%40example.invalid&cc=ada%40example.invalid&n=1"
+    found = scan(engine, body=body, content_type="application/x-www-form-urlencoded")
+    assert sorted((f.preview, body[f.span[0]:f.span[1]]) for f in found) == [
+        ("a***@e***.invalid", b"ada%40example.invalid"), ("k***@e***.invalid", b"kim.berg%40example.invalid")]
+
+
 def test_url_host_is_the_destination_not_a_finding(engine):
     found = scan(engine, url="https://203.0.113.50/contoso.sharepoint.com-ish/path?ip=198.51.100.7")
     assert [(f.kind, f.location) for f in found] == [("ipv4-public", "query:ip")]

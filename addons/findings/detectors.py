@@ -90,21 +90,29 @@ _EMAIL = re.compile(
 # Retina assets ("icon@2x.png") and scoped packages look like e-mail addresses.
 _FILE_TLDS = frozenset(("png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "js", "mjs", "css", "json", "xml",
                         "html", "htm", "map", "woff", "woff2", "ttf", "dll", "exe"))
+_PCT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _UPN_KEYS = ("upn", "principal", "loginname", "signinname", "logonname")
 
 
 def _emails(t: str, ctx: ContextFn) -> list[Hit]:
     out = []
     for m in _each(_EMAIL, t):
-        local, domain = m.group(1), m.group(3)
+        local, domain, start = m.group(1), m.group(3), m.start()
+        if "%" in local:
+            # "mailto%3Ajane%40…" in a form body: the address starts after the last escape.
+            tail = _PCT_ESCAPE.split(local)[-1]
+            start += len(local) - len(tail)
+            local = tail
+            if not local or not local[0].isalnum() or "%" in local:
+                continue
         tld = domain.rsplit(".", 1)[-1].lower()
-        if tld in _FILE_TLDS or local.endswith(".") or ".." in local or "%" in local:
+        if tld in _FILE_TLDS or local.endswith(".") or ".." in local:
             continue
         value = f"{local}@{domain}"
-        key = ctx(m.start())
+        key = ctx(start)
         upn = key_has(key, _UPN_KEYS) or domain.lower().endswith(".onmicrosoft.com")
         kind = "upn" if upn else "email"
-        out.append(Hit(kind, f"regex:{kind}", 0.95, m.start(), m.end(), value))
+        out.append(Hit(kind, f"regex:{kind}", 0.95, start, m.end(), value))
     return out
 
 
