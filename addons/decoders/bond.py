@@ -317,14 +317,16 @@ class Reader:
                 if memo is not None:
                     # Records in one batch repeat the same ext structs byte for byte. A struct encoding is
                     # prefix-free (it ends at its BT_STOP), so equal leading bytes mean an equal struct.
-                    hit = memo.get((id(schema), fid))
+                    mkey = (id(schema), fid)
+                    hit = memo.get(mkey)
                     if hit is not None and buf.startswith(hit[0], pos + 2):
                         v = [dict(hit[1])]
                         pos += 2 + len(hit[0])
                     else:
                         item, new_pos = self.struct(pos + 2, spec[1] if spec is not None else None, depth + 1)
-                        if new_pos - pos < 512:
-                            memo[(id(schema), fid)] = (buf[pos + 2 : new_pos], item)
+                        # The first occurrence is remembered; later different ones only cost the compare.
+                        if hit is None and new_pos - pos < 512:
+                            memo[mkey] = (buf[pos + 2 : new_pos], item)
                             item = dict(item)
                         pos = new_pos
                         v = [item]

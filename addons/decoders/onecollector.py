@@ -343,9 +343,9 @@ class CsReader(Reader):
             except (_Slow, IndexError, UnicodeDecodeError, BondError):
                 raw_v, pos = self.struct(start, VALUE_SCHEMA, depth + 1)
                 v = props[key] = convert_value(raw_v)
-            if pmemo is not None and pos - start <= 256:
-                if len(pmemo) >= 4096:
-                    pmemo.clear()
+            # Only a key's first value is remembered: a value that changes per record then costs one
+            # failed comparison, not a copy per record.
+            if pmemo is not None and key not in pmemo and pos - start <= 256 and len(pmemo) < 4096:
                 pmemo[key] = (buf[start:pos], v)
         return props, pos
 
