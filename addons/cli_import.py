@@ -48,8 +48,11 @@ def _size(text: str) -> int:
 @click.option("--findings-store-clear", is_flag=True, help="Store matched personal data in clear.")
 @click.option("--max-entry-size", default="256M", show_default=True, metavar="SIZE",
               help="Largest single HAR entry or flow accepted (memory is bounded by this, not by the file).")
+@click.option("--jobs", "-j", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Processes running the pipeline (decode, match, detect); 0: one per CPU, at most 8.")
 def import_(files: tuple[Path, ...], db: str, label: str, fmt: str, signature_paths: tuple[str, ...],
-            identifiers: str | None, findings_key: str, findings_store_clear: bool, max_entry_size: str) -> None:
+            identifiers: str | None, findings_key: str, findings_store_clear: bool, max_entry_size: str,
+            jobs: int) -> None:
     """Import HAR files (browsers, Fiddler, Charles, mitmproxy) and mitmproxy flow files.
 
     Every entry goes through the same decoders, signatures and detectors as live capture, into one import
@@ -96,7 +99,8 @@ def import_(files: tuple[Path, ...], db: str, label: str, fmt: str, signature_pa
     try:
         result = import_files(db_path, list(files), pipeline, label=label or None, signature_set=sigset,
                               fmt=None if fmt == "auto" else fmt, max_entry_bytes=max_bytes,
-                              session_options=options, on_checking=on_checking, on_importing=on_importing)
+                              session_options=options, on_checking=on_checking, on_importing=on_importing,
+                              jobs=jobs or min(8, os.cpu_count() or 1))
     except StoreError as e:
         close_bars()
         _fail(str(e))

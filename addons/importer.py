@@ -25,8 +25,10 @@ import json
 import logging
 import math
 import re
+import signal
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -468,7 +470,7 @@ def import_files(db_path: Path, paths: Sequence[Path], pipeline: Pipeline, *, la
                  max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES, session_options: dict[str, Any] | None = None,
                  on_checking: Callable[[FileInfo | Path, int], Callable[[int], None] | None] | None = None,
                  on_importing: Callable[[FileInfo], Callable[[int], None] | None] | None = None,
-                 batch: int = BATCH) -> ImportResult:
+                 batch: int = BATCH, jobs: int = 1) -> ImportResult:
     """Check every file, then import the good ones into one session. Bad files are reported in the result
     (and in the session's unrecorded reasons), never half-written."""
     from mitmproxy import version as mitmproxy_version
@@ -486,7 +488,13 @@ def import_files(db_path: Path, paths: Sequence[Path], pipeline: Pipeline, *, la
             result.files.append(FileResult(FileInfo(path, fmt or "?"), error=str(e)))
     if not infos:
         return result  # nothing passed the check: no session, nothing written
-    store = Store(db_path)
+    pool = make_pool(pipeline, jobs)
+    try:
+        store = Store(db_path)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown()
+        raise
     try:
         if signature_set is not None:
             from .signatures import signature_rows
@@ -511,7 +519,7 @@ def import_files(db_path: Path, paths: Sequence[Path], pipeline: Pipeline, *, la
             progress = on_importing(info) if on_importing else None
             try:
                 recorded += _import_one(store, info, pipeline, session_id, max_entry_bytes, file_result, progress,
-                                        batch)
+                                        batch, pool, jobs)
             except Exception as e:  # reported in the result and the session, never a traceback
                 file_result.error = (str(e) if isinstance(e, CaptureFileError)
                                      else f"{info.path}: import interrupted: {type(e).__name__}: {e}")
@@ -526,12 +534,83 @@ def import_files(db_path: Path, paths: Sequence[Path], pipeline: Pipeline, *, la
         store.update_session(session_id, recorded=recorded, unrecorded=sum(reasons.values()), reasons=reasons,
                              ended=True)
     finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         store.close()
     return result
 
 
+# -- the pipeline on several cores ---------------------------------------------------------------------------
+
+_worker_pipeline: Pipeline | None = None
+
+
+def _init_worker(pipeline: Pipeline) -> None:
+    global _worker_pipeline
+    _worker_pipeline = pipeline
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+
+def _process_chunk(chunk: list[list[Record]], session_id: int) -> list[list[Item]]:
+    assert _worker_pipeline is not None
+    return [[_worker_pipeline.process(r, session_id) for r in recs] for recs in chunk]
+
+
+def _key(recs: list[Record]) -> str:
+    first = recs[0]
+    return first.flow_id if isinstance(first, WebSocketMessageRecord) else first.id  # type: ignore[union-attr]
+
+
+def make_pool(pipeline: Pipeline, jobs: int) -> Any:
+    """Worker processes for ``Pipeline.process``, which is pure and CPU-bound (decoders, detectors).
+
+    Forked, so each worker inherits the loaded pipeline (signatures, detectors) without rebuilding it.
+    None where fork is unavailable or only one job is asked for: then the pipeline runs in-process."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_init_worker, initargs=(pipeline,))
+    # With fork, the first submit starts every worker at once, from this thread: do it now, before the
+    # database is opened and before the pool's own manager thread exists (forking is then safe).
+    pool.submit(int).result()
+    return pool
+
+
+def _processed(source: Iterator[tuple[int, list[Record]]], pipeline: Pipeline, session_id: int, pool: Any,
+               jobs: int, chunk_size: int = 32) -> Iterator[tuple[str, list[Item]]]:
+    """(flow key, rows) per entry, in file order. With a pool, a bounded number of chunks is in flight, so
+    memory stays bounded by entries, not by the file."""
+    if pool is None:
+        for _, recs in source:
+            yield _key(recs), [pipeline.process(r, session_id) for r in recs]
+        return
+    inflight: deque[tuple[list[str], Any]] = deque()
+    chunk: list[list[Record]] = []
+
+    def submit() -> None:
+        inflight.append(([_key(r) for r in chunk], pool.submit(_process_chunk, list(chunk), session_id)))
+        chunk.clear()
+
+    for _, recs in source:
+        chunk.append(recs)
+        if len(chunk) >= chunk_size:
+            submit()
+            while len(inflight) > 2 * jobs:
+                keys, future = inflight.popleft()
+                yield from zip(keys, future.result(), strict=True)
+    if chunk:
+        submit()
+    while inflight:
+        keys, future = inflight.popleft()
+        yield from zip(keys, future.result(), strict=True)
+
+
 def _import_one(store: Store, info: FileInfo, pipeline: Pipeline, session_id: int, max_entry_bytes: int,
-                out: FileResult, progress: Callable[[int], None] | None, batch: int) -> int:
+                out: FileResult, progress: Callable[[int], None] | None, batch: int, pool: Any = None,
+                jobs: int = 1) -> int:
     expected = info.sha256
     pending: dict[str, list[Item]] = {}
     size = 0
@@ -555,9 +634,7 @@ def _import_one(store: Store, info: FileInfo, pipeline: Pipeline, session_id: in
         pending, size = {}, 0
 
     started = time.monotonic()
-    for _index, recs in records(info, max_entry_bytes):
-        items = [pipeline.process(r, session_id) for r in recs]
-        key = recs[0].flow_id if isinstance(recs[0], WebSocketMessageRecord) else recs[0].id
+    for key, items in _processed(records(info, max_entry_bytes), pipeline, session_id, pool, jobs):
         pending.pop(key, None)  # a flow file may hold the same flow twice (response, then error): keep the last
         pending[key] = items
         size += len(items)

@@ -385,3 +385,16 @@ def test_flow_file_with_an_infinite_timestamp(tmp_path: Path) -> None:
     [failed] = run_import(db, path).failed
     assert "flow 1" in failed.error and "not a usable time" in failed.error, failed.error
     assert_nothing_written(db)
+
+
+def test_parallel_pipeline_gives_the_same_rows(tmp_path: Path) -> None:
+    """--jobs N runs Pipeline.process in forked workers: same rows, same order, as in-process."""
+    path = tmp_path / "many.har"
+    path.write_bytes(har(*(entry(f"http://collector.example.invalid/c{i}?n={i}") for i in range(150))))
+    one, two = tmp_path / "one.db", tmp_path / "two.db"
+    assert not run_import(one, path, jobs=1).failed
+    assert not run_import(two, path, jobs=2).failed
+    for sql in ("SELECT * FROM flows ORDER BY rowid", "SELECT * FROM events ORDER BY id",
+                "SELECT * FROM findings ORDER BY id"):
+        assert rows(one, sql) == rows(two, sql)
+    assert count(one, "flows") == 150 and count(one, "findings") >= 150
