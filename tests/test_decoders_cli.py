@@ -57,3 +57,9 @@ def test_bad_header_option(tmp_path: Path) -> None:
     f.write_bytes(b"")
     res = CliRunner().invoke(decode, [str(f), "-H", "no-colon"])
     assert res.exit_code == 2 and "NAME: VALUE" in res.output
+
+
+def test_decode_from_stdin() -> None:
+    res = CliRunner().invoke(decode, ["-", "-t", "application/json"], input=b'{"name":"from-stdin"}')
+    assert res.exit_code == 0
+    assert json.loads(res.output)["events"][0]["name"] == "from-stdin"

@@ -85,3 +85,24 @@ def test_without_flow_uses_content_type(view) -> None:
     desc, lines = view(b"\x00garbage", content_type="application/bond-compact-binary")
     out = list(lines)
     assert "1ds-bond" in desc and any(style == "error" for line in out for style, _ in line)
+
+
+def test_aria_and_appinsights_flows(view) -> None:
+    from tests.test_decoders_formats import ARIA_URL, aria_body, envelope
+
+    req = tutils.treq(method=b"POST", scheme=b"https", host="browser.pipe.aria.microsoft.com", port=443,
+                      path=ARIA_URL.split("microsoft.com", 1)[1].encode(), content=aria_body())
+    f = tflow.tflow(req=req)
+    assert view.render_priority(aria_body(), content_type=None, flow=f, http_message=f.request) == 2
+    desc, lines = render(view, f, f.request)
+    text = "\n".join("".join(t for _, t in line) for line in lines)
+    assert "aria" in desc and "office_word_fileopen" in text and "PIIExtensions.UserEmail = SmtpAddress" in text
+
+    body = json.dumps([envelope(0)]).encode()
+    req = tutils.treq(method=b"POST", scheme=b"https", host="dc.services.visualstudio.com", port=443,
+                      path=b"/v2/track", content=body,
+                      headers=http.Headers([(b"content-type", b"application/json")]))
+    f = tflow.tflow(req=req)
+    assert view.render_priority(body, content_type="application/json", flow=f, http_message=f.request) == 2
+    desc, lines = render(view, f, f.request)
+    assert "appinsights: 1 event" in desc
