@@ -158,6 +158,12 @@ def test_config_response_not_json() -> None:
     assert r.error and r.error_offset == 0 and r.events == []
 
 
+def test_config_error_page_is_not_configuration() -> None:
+    r = decode_response("GET", "https://ecs.office.com/config/v1/X/1.0", 503, [], b"<html>busy</html>")
+    assert r.error is None and r.events == [] and r.format == "ecs" and r.body == b"<html>busy</html>"
+    assert any("status 503" in n for n in r.notes)
+
+
 def test_other_responses_return_quickly_with_body() -> None:
     r = decode_response("GET", "https://example.invalid/a.js", 200, [("Content-Type", "text/javascript")], b"x()")
     assert r.events == [] and r.body == b"x()" and r.format is None

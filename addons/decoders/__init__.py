@@ -228,6 +228,10 @@ def _decode_response(method: str, url: str, status: int | None, headers: Sequenc
         result.error = dec.error
         result.error_offset = 0
         return result
+    if status is not None and not 200 <= status < 300 and dec.data.lstrip()[:1] not in (b"{", b"["):
+        # An error page from a config service is not configuration; keep it quiet rather than an error.
+        result.notes.append(f"{kind} response with status {status} and no JSON body: not decoded")
+        return result
     query = generic.parse_query(split.query, limits.max_events) if split.query else {}
     flat = {k: (v[0] if isinstance(v, list) else v) for k, v in query.items()}
     try:
