@@ -279,9 +279,18 @@ def build() -> dict[str, Any]:
         "title": "teletap evidence",
         "description": "What the audited clients sent, where, and whether it is documented. Every row "
                        "links back to the capture session it belongs to.",
+        # The HTML variants add what plain text cannot: where to click first. Datasette shows these.
+        "description_html": "What the audited clients sent, where, and whether it is documented. Every row "
+                            "links back to the capture session it belongs to. Start with the questions "
+                            "(queries) of the database below, or look at the <a href=\"/-/teletap/charts\">"
+                            "charts</a>.",
         "databases": {
             DATABASE: {
                 "description": "Flows, connections, decoded telemetry events and personal-data findings.",
+                "description_html": "Flows, connections, decoded telemetry events and personal-data findings. "
+                                    "The queries below answer the usual questions in a click (leave a field "
+                                    "empty for all); <a href=\"/-/teletap/charts\">charts</a> show traffic "
+                                    "over time and the top destinations.",
                 "tables": tables,
                 "queries": QUERIES,
             }

@@ -54,7 +54,8 @@ _SIGNATURE_COLUMNS = (
     _c("signature_id", "TEXT", "Id of the documented endpoint (signature) this matched; 'undocumented' if none"),
     _c("category", "TEXT", "Signature category (diagnostic-data, connected-experience, third-party-sharing, …)"),
     _c("vendor", "TEXT", "Vendor the signature documents"),
-    _c("data_flow", "TEXT", "first-party, vendor-affiliate or third-party, per the signature"),
+    _c("data_flow", "TEXT",
+       "Who receives the data, per the signature: first-party (the vendor itself), vendor-affiliate or third-party"),
 )
 
 SESSIONS = Table(
@@ -255,7 +256,8 @@ FINDINGS = Table(
         _c("severity", "TEXT", "low, medium or high (high: canaries, and personal data sent to third parties)"),
         _c("preview", "TEXT", "Redacted preview of the value"),
         _c("value_hash", "TEXT", "Keyed hash of the value: equal values share it, the value itself is not stored"),
-        _c("value", "TEXT", "The clear value, only when --findings-store-clear was given"),
+        _c("value", "TEXT", "The clear value; empty unless findings were stored in clear "
+           "(teletap_findings_store_clear)"),
         _c("host", "TEXT", "Destination host of the flow"),
         *_SIGNATURE_COLUMNS,
     ),
