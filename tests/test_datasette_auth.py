@@ -55,6 +55,10 @@ def test_with_a_password_hash_every_page_needs_a_login(tmp_path: Path, password_
             metadata = client.get(f"{root}/-/metadata.json").text
             assert password_hash not in metadata and "TELETAP_PASSWORD_HASH" in metadata  # only a reference
             assert client.get(f"{root}/-/teletap/charts").status_code == 200
+        # API clients: HTTP Basic credentials, checked against the same hash
+        api = httpx.get(f"{base}/personal_data.json?_shape=array", auth=("admin", PASSWORD), timeout=20)
+        assert api.status_code == 200 and [r["kind"] for r in api.json()] == ["email", "email"]
+        assert httpx.get(f"{base}/personal_data.json", auth=("admin", "wrong"), timeout=20).status_code == 302
 
 
 def test_a_password_instead_of_a_hash_is_refused(tmp_path: Path):
