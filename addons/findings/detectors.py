@@ -486,11 +486,29 @@ def _cards(t: str, ctx: ContextFn) -> list[Hit]:
             if groups[0] != 4 or any(not 4 <= g <= 6 for g in groups[1:-1]) or not 1 <= groups[-1] <= 6:
                 continue
             conf = 0.9
-        last, _ = key_parts(ctx(m.start()))
-        if any(w in last for w in _NUMERIC_ID_KEYS) and "card" not in last and "pan" not in last:
+        key = ctx(m.start())
+        last, _ = key_parts(key)
+        if key_has(key, CARD_KEYS):
+            conf = 0.95
+        elif any(w in last for w in _NUMERIC_ID_KEYS):
             conf = 0.3  # a Luhn-valid counter or timestamp, most likely
+        elif not seps and json_number_at(t, m.start(), m.end()):
+            # Card numbers are strings; a bare JSON number passes Luhn and the issuer check one time
+            # in fifty, which on telemetry full of 16-digit counters is too often to report.
+            conf = NUMERIC_CARD_CONFIDENCE
         out.append(Hit("payment-card", "regex:payment-card", conf, m.start(), m.end(), s))
     return out
+
+
+CARD_KEYS = ("card", "pan", "ccnum", "creditcard")
+NUMERIC_CARD_CONFIDENCE = 0.4
+
+
+def json_number_at(t: str, start: int, end: int) -> bool:
+    """True if t[start:end] sits in JSON as a number (after ':', '[' or ',', not in quotes)."""
+    before = t[max(0, start - 4):start].rstrip(" ")
+    after = t[end:end + 4].lstrip(" ")
+    return bool(before) and before[-1] in ":[," and (not after or after[0] in ",}]\r\n")
 
 
 # -- Dutch BSN and US SSN ----------------------------------------------------------------------------

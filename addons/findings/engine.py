@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, unquote_plus, urlsplit
 
-from .detectors import detect, geo_valid, key_before, org_host_regex
+from .detectors import CARD_KEYS, NUMERIC_CARD_CONFIDENCE, detect, geo_valid, key_before, key_has, org_host_regex
 from .identifiers import Identifier, KnownHit, KnownMatcher
 from .model import Finding, severity_for
 from .redact import normalise, preview, value_hash
@@ -224,7 +224,8 @@ class FindingsEngine:
 
     # -- decoded events -----------------------------------------------------------------------------
     def _scan_events(self, events: Sequence[Any], *, out: list[_Candidate]) -> None:
-        segments: list[tuple[int | None, str, str]] = []  # (event position, path, byte text)
+        # (event position, path, byte text, came from a JSON number)
+        segments: list[tuple[int | None, str, str, bool]] = []
         budget = [self.max_scan_bytes, MAX_NODES]
         for n, ev in enumerate(events or ()):
             if n >= MAX_EVENTS or budget[0] <= 0 or budget[1] <= 0:
@@ -243,8 +244,9 @@ class FindingsEngine:
         # One text for all events: each detector and the automaton run once per flow, not per string.
         starts: list[int] = []
         pieces: list[str] = []
+        numeric = [n for _, _, _, n in segments]
         offset = 0
-        for _, _, text in segments:
+        for _, _, text, _ in segments:
             starts.append(offset)
             pieces.append(text)
             offset += len(text) + 1
@@ -261,8 +263,11 @@ class FindingsEngine:
             i = seg_of(start)
             return f"event:{segments[i][1]}", segments[i][0]
 
-        hint = big.lower() + "\x00" + "\x00".join(dict.fromkeys(p for _, p, _ in segments)).lower()
+        hint = big.lower() + "\x00" + "\x00".join(dict.fromkeys(p for _, p, _, _ in segments)).lower()
         for h in detect(big, ctx, self.org_hosts, hint, self.min_confidence):
+            if h.kind == "payment-card" and h.confidence > NUMERIC_CARD_CONFIDENCE and \
+                    numeric[seg_of(h.start)] and not key_has(ctx(h.start), CARD_KEYS):
+                h.confidence = NUMERIC_CARD_CONFIDENCE  # a JSON number: see detectors.json_number_at
             loc, position = place(h.start)
             out.append(_Candidate(h.kind, h.detector, h.confidence, loc, h.value, position, None, h.prefix,
                                   _RANK_PATTERN))
@@ -270,7 +275,7 @@ class FindingsEngine:
             loc, position = place(k.start)
             out.append(self._known_candidate(k, loc, position, None))
         if "eyJ" in big:
-            for i, (position, path, text) in enumerate(segments):
+            for i, (position, path, text, _) in enumerate(segments):
                 if "eyJ" in text:
                     sub: list[_Candidate] = []
                     self._scan_jwts(text, location=f"event:{path}", out=sub, default_key=path, body_offset=None)
@@ -289,19 +294,20 @@ class FindingsEngine:
                                    getattr(ev, "pii", None))
         return (position if isinstance(position, int) and not isinstance(position, bool) else None), data, pii
 
-    def _walk(self, data: Any, position: int | None, segments: list[tuple[int | None, str, str]],
+    def _walk(self, data: Any, position: int | None, segments: list[tuple[int | None, str, str, bool]],
               budget: list[int], out: list[_Candidate]) -> None:
         """Depth-first over JSON-like data (iterative: hostile nesting must not hit the recursion limit)."""
         stack: list[tuple[str, Any, int]] = [("", data, 0)]
         while stack and budget[0] > 0 and budget[1] > 0:
             path, node, depth = stack.pop()
             budget[1] -= 1
+            number = False
             if isinstance(node, str):
                 text = _bytes_text(node[:budget[0]])
             elif isinstance(node, bool) or node is None:
                 continue
             elif isinstance(node, int | float):
-                text = repr(node)
+                text, number = repr(node), True
             elif isinstance(node, bytes | bytearray):
                 text = bytes(node[:budget[0]]).decode("latin-1")
             elif isinstance(node, dict):
@@ -313,7 +319,7 @@ class FindingsEngine:
                         stack.append((child, v, depth + 1))
                         if isinstance(k, str) and len(k) >= 6 and ("@" in k or "%40" in k):
                             # Maps keyed by address ({"jane@…": …}); other keys are field names.
-                            segments.append((position, child, _bytes_text(k[:256])))
+                            segments.append((position, child, _bytes_text(k[:256]), False))
                 continue
             elif isinstance(node, list | tuple):
                 if depth < MAX_DEPTH:
@@ -324,7 +330,7 @@ class FindingsEngine:
                 continue
             if text:
                 budget[0] -= len(text) + 1
-                segments.append((position, path, text))
+                segments.append((position, path, text, number))
 
     def _geo_keys(self, node: dict, path: str, position: int | None, out: list[_Candidate]) -> None:
         lat = lon = None
