@@ -53,14 +53,16 @@ PLUGIN_CONFIG: dict[str, Any] = {
 # integers because Datasette passes every parameter as text.
 _IN_SESSION = "(:session = '' or {t}session_id = cast(:session as integer))"
 
-# Everything a client contacted: HTTP flows and the connections teletap could not (or did not) read.
+# Everything a client contacted: HTTP flows and the connections teletap could not (or did not) read. Event and
+# finding counts come from the flow rows (ingest writes them with the flow), so summaries need no join.
 _SEEN = """with seen as (
   select host, signature_id, category, vendor, data_flow, session_id, client_address, 1 as is_flow,
-    coalesce(request_size_wire, 0) as bytes_sent, request_time as time
+    coalesce(request_size_wire, 0) as bytes_sent, request_time as time, coalesce(event_count, 0) as events,
+    coalesce(finding_count, 0) as findings
   from flows
   union all
   select coalesce(sni, server_address), signature_id, category, vendor, data_flow, session_id, client_address, 0,
-    coalesce(bytes_from_client, 0), started
+    coalesce(bytes_from_client, 0), started, 0, 0
   from connections
 )
 """
@@ -89,13 +91,8 @@ order by category, seen.vendor, flows desc, seen.host""",
         "description": "Destinations that match no documented endpoint: traffic the vendors' documentation "
                        "does not explain. Start the review here.",
         "sql": _SEEN + f"""select host, sum(is_flow) as flows, sum(1 - is_flow) as connections,
-  sum(bytes_sent) as bytes_sent, count(distinct client_address) as clients,
-  (select count(*) from events e join flows f on f.id = e.flow_id
-   where f.host = seen.host and coalesce(f.signature_id, 'undocumented') = 'undocumented'
-     and {_IN_SESSION.format(t="f.")}) as events,
-  (select count(*) from findings fi join flows f on f.id = fi.flow_id
-   where f.host = seen.host and coalesce(f.signature_id, 'undocumented') = 'undocumented'
-     and {_IN_SESSION.format(t="f.")}) as personal_data_findings,
+  sum(bytes_sent) as bytes_sent, count(distinct client_address) as clients, sum(events) as events,
+  sum(findings) as personal_data_findings,
   min(time) as first_seen, max(time) as last_seen
 from seen
 where coalesce(signature_id, 'undocumented') = 'undocumented' and {_IN_SESSION.format(t="")}
@@ -206,11 +203,8 @@ order by connections desc""",
         "description": "For each audited client address: how many flows and unreadable connections, how many "
                        "destinations, bytes sent, decoded events, personal-data findings and undocumented items.",
         "sql": _SEEN + f"""select client_address, sum(is_flow) as flows, sum(1 - is_flow) as connections,
-  count(distinct host) as destinations, sum(bytes_sent) as bytes_sent,
-  (select count(*) from events e join flows f on f.id = e.flow_id
-   where f.client_address is seen.client_address and {_IN_SESSION.format(t="f.")}) as events,
-  (select count(*) from findings fi join flows f on f.id = fi.flow_id
-   where f.client_address is seen.client_address and {_IN_SESSION.format(t="f.")}) as personal_data_findings,
+  count(distinct host) as destinations, sum(bytes_sent) as bytes_sent, sum(events) as events,
+  sum(findings) as personal_data_findings,
   sum(coalesce(signature_id, 'undocumented') = 'undocumented') as undocumented,
   min(time) as first_seen, max(time) as last_seen
 from seen
