@@ -463,3 +463,20 @@ def test_clean_telemetry_yields_almost_no_findings(capsys):
     with capsys.disabled():
         print(f"\nclean telemetry: {len(found)} findings in {len(events)} events: {by_kind}")
     assert not found, by_kind
+
+
+def test_previews_never_contain_the_value():
+    """Every true positive of the corpus, redacted: the preview shows the shape, not the datum."""
+    clear = FindingsEngine(key=b"corpus", org_hostnames=ORG_HOSTS, store_clear=True)
+    checked = 0
+    for s in build_corpus():
+        if s.kind is None:
+            continue
+        for f in clear.scan(url="https://collector.example.invalid/", request_headers=[], body=_body_of(s),
+                            content_type="application/json", events=[], data_flow=None):
+            assert f.value and f.preview
+            core = normalise(f.kind, f.value)
+            assert f.value not in f.preview and (len(core) < 4 or core not in normalise(f.kind, f.preview)), \
+                (f.kind, f.preview)
+            checked += 1
+    assert checked >= 250

@@ -89,6 +89,9 @@ class FindingsEngine:
         if not isinstance(key, bytes | bytearray):
             raise TypeError("key must be bytes")
         self.key = bytes(key)
+        if not self.key:
+            # Still an HMAC, but anyone can recompute it: e-mail addresses become guessable from the hash.
+            log.warning("teletap: findings value hashes use an empty key; configure a secret key")
         self.store_clear = store_clear
         self.max_scan_bytes = max(0, int(max_scan_bytes))
         self.min_confidence = min_confidence
@@ -257,7 +260,11 @@ class FindingsEngine:
 
         def ctx(pos: int) -> str | None:
             i = seg_of(pos)
-            return key_before(big, pos, floor=starts[i]) or segments[i][1]
+            floor = starts[i]
+            # Most event strings are plain values: look for "key:"/"key=" inside only if one can be there.
+            if big.find(":", floor, pos) >= 0 or big.find("=", floor, pos) >= 0:
+                return key_before(big, pos, floor=floor) or segments[i][1]
+            return segments[i][1]
 
         def place(start: int) -> tuple[str, int | None]:
             i = seg_of(start)
@@ -381,11 +388,14 @@ class FindingsEngine:
     # -- assembly -----------------------------------------------------------------------------------
     def _finish(self, candidates: Iterable[_Candidate], data_flow: str | None) -> list[Finding]:
         groups: dict[tuple[str, int | None, str, bool], list[tuple[_Candidate, str]]] = {}
+        hashes: dict[str, str] = {}  # one HMAC per distinct value: batches repeat the same values
         for c in candidates:
             if c.confidence < self.min_confidence:
                 continue
             norm = normalise(c.kind, c.value)
-            h = value_hash(self.key, norm)
+            h = hashes.get(norm)
+            if h is None:
+                h = hashes[norm] = value_hash(self.key, norm)
             groups.setdefault((c.location, c.event_position, h, c.vendor), []).append((c, norm))
         findings: list[Finding] = []
         for (location, position, h, _), members in groups.items():
