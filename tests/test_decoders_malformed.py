@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import os
 import zlib
 
 import pytest
@@ -28,7 +29,9 @@ from teletap.decoders.model import DecodeError
 from tests.bond_encoder import Prop, encode, record, ticks_from_unix_ms
 from tests.test_decoders_formats import aria_body
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# TELETAP_FUZZ_EXAMPLES=5000 for a longer local run; CI keeps each test to a few seconds.
+FUZZ = settings(max_examples=int(os.environ.get("TELETAP_FUZZ_EXAMPLES", "200")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 ONECOLLECTOR = "https://mobile.events.data.microsoft.com/OneCollector/1.0/"
 TARGETS = [
     ("https://mobile.events.data.microsoft.com/OneCollector/1.0/", "application/bond-compact-binary"),

@@ -317,7 +317,7 @@ class Reader:
                 if memo is not None:
                     # Records in one batch repeat the same ext structs byte for byte. A struct encoding is
                     # prefix-free (it ends at its BT_STOP), so equal leading bytes mean an equal struct.
-                    mkey = (id(schema), fid)
+                    mkey = (id(schema), fid, depth)  # depth too: a hit must not bypass max_depth
                     hit = memo.get(mkey)
                     if hit is not None and buf.startswith(hit[0], pos + 2):
                         v = [dict(hit[1])]

@@ -134,6 +134,15 @@ def _first(v: Any) -> Any:
     return v[0] if isinstance(v, list) and v else None
 
 
+def _list(x: Any) -> list:
+    return x if type(x) is list else []
+
+
+def _arr(v: dict, key: str) -> list:
+    """The one array of a vector<vector<T>> Value field; [] when absent or of an unexpected wire type."""
+    return _list(_first(v.get(key)))
+
+
 def convert_value(v: dict) -> tuple[Any, dict | None]:
     """A CsProtocol Value → (plain value, meta {kind, pii?, customerContent?}); meta None for a plain String."""
     kind = v.get("type", 5)
@@ -159,19 +168,19 @@ def convert_value(v: dict) -> tuple[Any, dict | None]:
     elif kind == 8:
         out = _guid(_first(v.get("guidValue")))
     elif kind in (9, 10, 11, 12):
-        out = _first(v.get("longArray")) or []
+        out = _arr(v, "longArray")
         if kind == 10:
             out = [x & ((1 << 64) - 1) if isinstance(x, int) and x < 0 else x for x in out]
     elif kind == 13:
-        out = _first(v.get("doubleArray")) or []
+        out = _arr(v, "doubleArray")
     elif kind == 14:
-        out = _first(v.get("stringArray")) or []
+        out = _arr(v, "stringArray")
     elif kind == 15:
-        out = [bool(x) for x in (_first(v.get("longArray")) or [])]
+        out = [bool(x) for x in (_arr(v, "longArray"))]
     elif kind == 16:
-        out = [iso_from_ticks(x) or x for x in (_first(v.get("longArray")) or [])]
+        out = [iso_from_ticks(x) or x for x in (_arr(v, "longArray"))]
     elif kind == 17:
-        out = [_guid(x) for x in (_first(v.get("guidArray")) or [])]
+        out = [_guid(x) for x in _arr(v, "guidArray")]
     else:
         # Unknown kind: keep every field that was sent.
         out = {k: x for k, x in v.items() if k not in ("type", "attributes")}
@@ -182,10 +191,10 @@ def convert_value(v: dict) -> tuple[Any, dict | None]:
         for a in attrs if isinstance(attrs, list) else ():
             if not isinstance(a, dict):
                 continue
-            for p in a.get("pii") or ():
+            for p in _list(a.get("pii")):
                 if isinstance(p, dict):
                     pii.append(_kind_name(PII_KINDS, p.get("Kind", 0)))
-            for c in a.get("customerContent") or ():
+            for c in _list(a.get("customerContent")):
                 if isinstance(c, dict):
                     cc.append(_kind_name(CC_KINDS, c.get("Kind", 0)))
         if pii:
@@ -455,6 +464,9 @@ def _merge_props(datas: Any, target: dict, prefix: str, meta: dict, pii: list[di
         if not isinstance(d, dict):
             continue
         props = d.get("properties")
+        if props is not None and not isinstance(props, dict):
+            # Not the map<string, Value> the IDL says: keep it as sent rather than drop it.
+            target.setdefault("_unknown", []).append({"name": "properties", "value": props})
         if isinstance(props, dict):
             for name, (value, m) in props.items():
                 target[name] = value
