@@ -151,6 +151,17 @@ def test_other_identifier_kinds(engine):
     assert tenant and tenant[0].severity == "low" and tenant[0].detector == "known:guid-nohyphens"
 
 
+def test_hostname_and_domain_rows_feed_the_host_name_detector(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_text("kind,value\ndomain,corp.example.invalid\nhostname,WS-FINANCE-01\n")
+    engine = FindingsEngine(identifiers=load_identifiers(path), key=b"k")
+    body = b'{"a":"fs01.CORP.example.invalid","b":"ws-finance-01","c":"jane@corp.example.invalid"}'
+    found = engine.scan(url="https://x.example.invalid/", request_headers=[], body=body, content_type=None,
+                        events=[], data_flow=None)
+    assert sorted((f.kind, f.detector, f.preview) for f in found if f.kind == "hostname") == [
+        ("hostname", "config:hostname", "f***d"), ("hostname", "config:hostname", "w***1")]
+
+
 def test_plain_names_need_word_boundaries_canaries_do_not(engine):
     body = f"Jan Pietersens and xLAPTOP-JD01 but prefix{CANARY}suffix".encode()
     found = engine.scan(url="https://x.example.invalid/", request_headers=[], body=body, content_type="text/plain",

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import unquote, unquote_plus, urlsplit
 
 from .detectors import CARD_KEYS, NUMERIC_CARD_CONFIDENCE, detect, geo_valid, key_before, key_has, org_host_regex
-from .identifiers import Identifier, KnownHit, KnownMatcher
+from .identifiers import HOST_KINDS, Identifier, KnownHit, KnownMatcher
 from .model import Finding, severity_for
 from .redact import normalise, preview, value_hash
 
@@ -96,7 +96,8 @@ class FindingsEngine:
         self.max_scan_bytes = max(0, int(max_scan_bytes))
         self.min_confidence = min_confidence
         self.known = KnownMatcher(identifiers)
-        self.org_hosts = org_host_regex(list(org_hostnames))
+        hosts = [*org_hostnames, *(i.value for i in identifiers if i.kind in HOST_KINDS)]
+        self.org_hosts = org_host_regex(hosts)
 
     # -- public -------------------------------------------------------------------------------------
     def scan(self, *, url: str, request_headers: Sequence[tuple[str, str]], body: bytes | None,

@@ -32,7 +32,12 @@ KNOWN_KINDS: dict[str, str] = {
     "ip": "known-ip",
     "other": "known-other",
     "canary": "canary",
+    # The organisation's host names and domains: matched by the host-name detector (which also finds
+    # every host under a domain), not as literal strings.
+    "hostname": "hostname",
+    "domain": "hostname",
 }
+HOST_KINDS = frozenset(("hostname", "domain"))
 MIN_VALUE_BYTES = 3
 MIN_BASE64_KEY = 8  # shorter fragments of a base64 stream would match by chance
 
@@ -146,7 +151,7 @@ class KnownMatcher:
     """Finds identifiers in byte text (latin-1 decoded bytes). Build once; `find` is thread-safe."""
 
     def __init__(self, identifiers: Sequence[Identifier]):
-        self.identifiers = list(identifiers)
+        self.identifiers = [i for i in identifiers if i.kind not in HOST_KINDS]
         self._automaton = ahocorasick.Automaton()
         self._digests: dict[str, list[tuple[int, str]]] = {}
         pending: dict[str, list[_Form]] = {}
