@@ -165,10 +165,13 @@ def _body(data: bytes | None, headers: Headers, declared_size: Any, meta: dict, 
     sha = meta.get(f"{prefix}_sha256")
     sha = sha if isinstance(sha, str) and _HEX64.fullmatch(sha) else None
     size = meta.get(f"{prefix}_size_wire")
+    declared = declared_size if isinstance(declared_size, int) and not isinstance(declared_size, bool) else -1
     if not (isinstance(size, int) and not isinstance(size, bool) and size >= 0):
-        size = declared_size if isinstance(declared_size, int) and not isinstance(declared_size, bool) else -1
-        # the declared bodySize is the wire size; trust it only when it can describe the bytes we hold
-        size = size if size >= len(raw) and (size > 0 or not raw) and sha is None and data is not None else len(raw)
+        if data is None:
+            size = max(declared, 0)  # the exporter left the body out (DevTools without content): size only
+        else:
+            # bodySize is the size on the wire; trust it only when it can describe the bytes we hold
+            size = declared if declared >= len(raw) and (declared > 0 or not raw) else len(raw)
     truncated = bool(meta.get(f"{prefix}_body_truncated")) or (data is None and size > 0)
     return Body(raw=raw if data is not None else None, size_wire=size, sha256=sha, truncated=truncated), headers
 

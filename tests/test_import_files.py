@@ -398,3 +398,17 @@ def test_parallel_pipeline_gives_the_same_rows(tmp_path: Path) -> None:
                 "SELECT * FROM findings ORDER BY id"):
         assert rows(one, sql) == rows(two, sql)
     assert count(one, "flows") == 150 and count(one, "findings") >= 150
+
+
+def test_body_left_out_by_the_exporter_is_marked_truncated(tmp_path: Path) -> None:
+    """DevTools "Save all as HAR" without content: sizes stay, the body is absent and flagged as such."""
+    e = entry(body=None)
+    del e["response"]["content"]["text"]
+    e["response"]["bodySize"] = 5000
+    path = tmp_path / "nocontent.har"
+    path.write_bytes(har(e))
+    db = tmp_path / "t.db"
+    assert not run_import(db, path).failed
+    flow = rows(db, "SELECT * FROM flows")[0]
+    assert flow["response_size_wire"] == 5000 and flow["response_body"] is None
+    assert flow["response_body_truncated"] == 1 and flow["response_sha256"] is None
