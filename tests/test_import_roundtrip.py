@@ -88,10 +88,11 @@ def roundtrip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (tmp / "ids.csv").write_text(f"kind,value\nemail,{EMAIL}\ncanary,{CANARY}\n")
     common = ["--signatures", str(tmp / "sigs"), "--identifiers", str(tmp / "ids.csv")]
     hardump = tmp / "mitmproxy.har"
+    flowfile = tmp / "mitmproxy.flows"
     live_db = tmp / "live.db"
     with Upstream() as plain, Upstream(tls_dir=tmp / "tls") as secure, \
             running_teletap(tmp, "--session", "roundtrip", *common, "--set", f"hardump={hardump}",
-                            "--set", "ssl_insecure=true", db=live_db) as tt:
+                            "--set", f"save_stream_file={flowfile}", "--set", "ssl_insecure=true", db=live_db) as tt:
         _traffic(tt.proxy, tt.ca, plain.port, secure.port)
         assert tt.stop() == 0, tt.output()
     assert hardump.exists(), "mitmproxy did not write its HAR dump"
@@ -99,14 +100,15 @@ def roundtrip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     r = run_cli("export", "har", "--db", str(live_db), "--out", str(exported), cwd=tmp)
     assert r.returncode == 0, r.stderr
     dbs = {}
-    for name, har in (("mitmproxy", hardump), ("teletap", exported)):
+    for name, har in (("mitmproxy", hardump), ("teletap", exported), ("flowfile", flowfile)):
         db = tmp / f"imported-{name}.db"
         # the same findings key as live, so keyed value hashes are comparable
         shutil.copy(tmp / "live.db.findings-key", tmp / f"imported-{name}.db.findings-key")
         r = run_cli("import", str(har), "--db", str(db), "--session", f"from {name}", *common, cwd=tmp)
         assert r.returncode == 0, r.stdout + r.stderr
         dbs[name] = db
-    return {"tmp": tmp, "live": live_db, "dbs": dbs, "hardump": hardump, "exported": exported, "common": common}
+    return {"tmp": tmp, "live": live_db, "dbs": dbs, "hardump": hardump, "exported": exported, "flowfile": flowfile,
+            "common": common}
 
 
 def _without_wire_encoding(data: str | None) -> str | None:
@@ -162,7 +164,7 @@ def test_live_capture_has_the_evidence_the_comparison_needs(roundtrip: dict) -> 
     assert any(v["flow"]["request_content_encoding"] == "deflate" for v in live.values())
 
 
-@pytest.mark.parametrize("source", ["mitmproxy", "teletap"])
+@pytest.mark.parametrize("source", ["mitmproxy", "teletap", "flowfile"])
 def test_import_reproduces_live_flows_events_and_findings(roundtrip: dict, source: str) -> None:
     live = snapshot(roundtrip["live"])
     imported = snapshot(roundtrip["dbs"][source])
@@ -183,6 +185,23 @@ def test_teletap_export_keeps_the_evidence_har_has_no_field_for(roundtrip: dict)
             assert imported[key]["flow"][column] == want["flow"][column], (key[:2], column)
 
 
+def test_flow_file_import_is_identical_to_live_down_to_the_wire(roundtrip: dict) -> None:
+    """A mitmproxy flow file holds the bodies as sent: hashes, sizes, content-encoding and events match
+    live exactly (no normalisation), and the evidence columns too."""
+    live = {_key(f): f for f in rows(roundtrip["live"], "SELECT * FROM flows")}
+    imported = {_key(f): f for f in rows(roundtrip["dbs"]["flowfile"], "SELECT * FROM flows")}
+    assert imported.keys() == live.keys()
+    for key, want in live.items():
+        for column in (*FLOW_COLUMNS, *EVIDENCE_COLUMNS, "request_content_encoding", "decode_notes",
+                       "response_time", "tls_version", "sni"):
+            assert imported[key][column] == want[column], (key[:2], column)
+    events = ("SELECT e.* FROM events e JOIN flows f ON f.id = e.flow_id "
+              "ORDER BY f.url, f.method, e.direction, e.position")
+    strip = ("id", "flow_id", "session_id")
+    assert ([{k: v for k, v in e.items() if k not in strip} for e in rows(roundtrip["dbs"]["flowfile"], events)]
+            == [{k: v for k, v in e.items() if k not in strip} for e in rows(roundtrip["live"], events)])
+
+
 def test_mitmproxy_har_bodies_are_hashed_as_exported(roundtrip: dict) -> None:
     """HAR holds decoded bodies: the compressed request's hash is of the decoded body, documented as such."""
     import hashlib
@@ -196,7 +215,8 @@ def test_mitmproxy_har_bodies_are_hashed_as_exported(roundtrip: dict) -> None:
 def test_imports_are_sessions_of_kind_import_with_the_file_hash(roundtrip: dict) -> None:
     import hashlib
 
-    for name, har in (("mitmproxy", roundtrip["hardump"]), ("teletap", roundtrip["exported"])):
+    for name, har in (("mitmproxy", roundtrip["hardump"]), ("teletap", roundtrip["exported"]),
+                      ("flowfile", roundtrip["flowfile"])):
         [session] = rows(roundtrip["dbs"][name], "SELECT * FROM sessions")
         assert session["kind"] == "import" and session["label"] == f"from {name}" and session["ended"]
         options = json.loads(session["options"])
