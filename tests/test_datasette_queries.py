@@ -267,3 +267,23 @@ def test_flow_links_to_its_events_findings_and_signature(filled: str):
     assert '<span class="teletap-muted">undocumented</span>' in table
     facets = httpx.get(f"{filled}/flows.json", timeout=20).json()["facet_results"]
     assert {"category", "vendor", "data_flow", "host", "session_id"} <= set(facets)
+
+
+def test_captured_content_is_escaped_not_executed(tmp_path: Path):
+    """Bodies and headers are attacker-controlled: the reading aids must escape them, folded or not."""
+    db = tmp_path / "hostile.db"
+    store = Store(db)
+    sid = store.start_session(label="<b>label</b>", kind="live", options={}, signature_set_hash=None,
+                              mitmproxy_version=None)
+    payload = "<script>document.title='pwned'</script>"
+    store.write([FlowRows(flow=_flow(
+        "x1", sid, "evil.example.invalid", "2026-01-01T00:00:00.000Z", 10, CLIENT_A, _UNDOC,
+        request_headers=json.dumps([["x-evil", "</pre>" + payload]]),
+        request_body=(payload * 20).encode(), response_body=json.dumps({"k": payload}).encode(),
+        url="https://evil.example.invalid/" + payload * 10))])
+    store.close()
+    with serving(db) as base:
+        for path in ("/flows/x1", "/flows", "/sessions"):
+            page = httpx.get(base + path, timeout=20).text
+            assert "<script>document.title" not in page and "<b>label</b>" not in page, path
+        assert "&lt;script&gt;document.title" in httpx.get(f"{base}/flows/x1", timeout=20).text
