@@ -400,3 +400,14 @@ def test_property_memo_hits_and_misses() -> None:
     assert all({"path": "data.who", "kind": "SmtpAddress", "source": "1ds-pii-kind"} in e.pii for e in evs)
     evs[0].data["data"]["arr"].append(4)
     assert evs[1].data["data"]["arr"] == [1, 2, 3]
+
+
+def test_value_fields_the_kind_does_not_use_are_kept() -> None:
+    from tests.bond_encoder import INT32, LIST, MAP, STRUCT, L, M, S
+    stray = S([F(1, INT32, 0), F(3, STRING, "stray"), F(4, INT64, 5)])
+    unknown_kind = S([F(1, INT32, 99), F(3, STRING, "x")])
+    props = M(STRING, STRUCT, [("k", stray), ("u", unknown_kind)])
+    rec = record(extra=[F(70, LIST, L(STRUCT, [S([F(1, MAP, props)])]))])
+    d = decode_request("POST", URL, BOND_HEADERS, encode(rec)).events[0].data
+    assert d["data"]["k"] == 5 and d["_meta"]["data.k"] == {"kind": "Int64", "other": {"stringValue": "stray"}}
+    assert d["data"]["u"] == {"stringValue": "x"} and d["_meta"]["data.u"]["kind"] == "Unknown(99)"

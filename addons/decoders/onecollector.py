@@ -134,6 +134,15 @@ def _first(v: Any) -> Any:
     return v[0] if isinstance(v, list) and v else None
 
 
+_LONG_KINDS = (0, 1, 2, 3, 6, 7)
+_KIND_FIELDS: dict[Any, tuple[str, ...]] = {
+    **dict.fromkeys(_LONG_KINDS, ("longValue",)), 4: ("doubleValue",), 5: ("stringValue",), 8: ("guidValue",),
+    **dict.fromkeys((9, 10, 11, 12, 15, 16), ("longArray",)), 13: ("doubleArray",), 14: ("stringArray",),
+    17: ("guidArray",),
+}
+_ALWAYS = ("type", "attributes", "_unknown")
+
+
 def _list(x: Any) -> list:
     return x if type(x) is list else []
 
@@ -184,6 +193,12 @@ def convert_value(v: dict) -> tuple[Any, dict | None]:
     else:
         # Unknown kind: keep every field that was sent.
         out = {k: x for k, x in v.items() if k not in ("type", "attributes")}
+    # Anything the kind does not use (never written by the SDKs) is kept rather than dropped.
+    used = _KIND_FIELDS.get(kind) if type(kind) is int else None
+    if used is not None:  # (an unknown kind already keeps every field as its value)
+        other = {k: x for k, x in v.items() if k not in used and k not in _ALWAYS}
+        if other:
+            meta["other"] = other
     attrs = v.get("attributes")
     if attrs:
         pii: list[str] = []
@@ -335,6 +350,8 @@ class CsReader(Reader):
                         larr, pos = self._long_array(pos + 1)
                     else:
                         raise _Slow
+                if (sval and kind != 5) or (lval and kind not in _LONG_KINDS) or (dval and kind != 4):
+                    raise _Slow  # fields the kind does not use: convert_value keeps them
                 if guid is not None or larr is not None:
                     v = _array_value(kind, guid, larr)
                 elif kind == 5:
