@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .support import LOOPBACK, teletap_command
+from .support import LOOPBACK, free_port, self_signed_cert, teletap_command, wait_for_port
 from .test_datasette_queries import fill_evidence, serving
 
 pytestmark = pytest.mark.e2e
@@ -78,3 +79,31 @@ def test_refusal_without_a_password_says_how_to_configure_one(tmp_path: Path):
     assert "refusing to serve the evidence on 0.0.0.0" in result.stderr
     assert "TELETAP_PASSWORD_HASH" in result.stderr and "ssh -L" in result.stderr
     assert not (tmp_path / "t.db").exists()  # refused before anything was created
+
+
+def test_tls_with_a_login(tmp_path: Path, password_hash: str):
+    cert, key = self_signed_cert(tmp_path / "tls", "localhost")
+    db = tmp_path / "evidence.db"
+    fill_evidence(db)
+    port = free_port()
+    proc = subprocess.Popen(teletap_command("serve", "--db", str(db), "--port", str(port), "--ssl-certfile", str(cert),
+                                            "--ssl-keyfile", str(key)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TELETAP_PASSWORD_HASH": password_hash})
+    try:
+        wait_for_port(port, proc=proc)
+        url = f"https://localhost:{port}/evidence/flows.json?_shape=array"
+        r = httpx.get(url, auth=("admin", PASSWORD), verify=ssl.create_default_context(cafile=str(cert)), timeout=20)
+        assert r.status_code == 200 and len(r.json()) == 6
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(f"http://{LOOPBACK}:{port}/", timeout=20)  # no plain HTTP on the TLS port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_certificate_without_key_is_refused(tmp_path: Path):
+    cert, _ = self_signed_cert(tmp_path / "tls", "localhost")
+    result = subprocess.run(teletap_command("serve", "--db", str(tmp_path / "t.db"), "--ssl-certfile", str(cert)),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--ssl-certfile and --ssl-keyfile go together" in result.stderr
