@@ -411,3 +411,26 @@ def test_value_fields_the_kind_does_not_use_are_kept() -> None:
     d = decode_request("POST", URL, BOND_HEADERS, encode(rec)).events[0].data
     assert d["data"]["k"] == 5 and d["_meta"]["data.k"] == {"kind": "Int64", "other": {"stringValue": "stray"}}
     assert d["data"]["u"] == {"stringValue": "x"} and d["_meta"]["data.u"]["kind"] == "Unknown(99)"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(
+    st.text(alphabet="abcdefghij.", min_size=1, max_size=8).filter(lambda k: "." not in (k[0], k[-1])),
+    st.tuples(st.integers(0, 9), st.integers(0, 13), st.booleans()), min_size=1, max_size=6))
+def test_json_metadata_hint_round_trip(hints: dict) -> None:
+    # Encode hints as the JS SDK does (kind << 5 | type, 1 << 13 for customer content) and read them back.
+    f = {}
+    for prop, (ptype, pii, cc) in hints.items():
+        f[prop] = {"t": (pii << 5) | (1 << 13 if cc else 0) | ptype}
+    ev = {"name": "E", "iKey": "o:t", "ext": {"metadata": {"f": f}}, "data": dict.fromkeys(hints, "v")}
+    r = decode_request("POST", "https://browser.events.data.microsoft.com/OneCollector/1.0/",
+                       [("Content-Type", "application/x-json-stream")], json.dumps(ev).encode())
+    e = r.events[0]
+    from teletap.decoders.onecollector import JSON_TYPES, PII_KINDS
+    for prop, (ptype, pii, cc) in hints.items():
+        m = e.data["_meta"][f"data.{prop}"]
+        assert m["kind"] == JSON_TYPES[ptype]
+        assert m.get("pii", [None])[0] == (PII_KINDS[pii] if pii else None)
+        assert ("customerContent" in m) == cc
+        kinds = {p["kind"] for p in e.pii if p["path"] == f"data.{prop}"}
+        assert kinds == ({PII_KINDS[pii]} if pii else set()) | ({"CustomerContent"} if cc else set())
