@@ -111,6 +111,8 @@ class Capture:
     # -- HTTP -----------------------------------------------------------------------------------------
     @guarded
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if "teletap_sinkholed" in flow.metadata:
+            return  # answered locally: streaming would send the body upstream before the sinkhole answers
         length = _content_length(flow.request)
         if length is not None and length > ctx.options.teletap_stream_threshold:
             tap = BodyTap(ctx.options.teletap_max_body)

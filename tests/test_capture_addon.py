@@ -72,6 +72,17 @@ def test_large_bodies_are_streamed_through_a_hashing_tap():
     assert body.sha256 == hashlib.sha256(b"a" * 120 + b"b" * 180).hexdigest()
 
 
+def test_sinkholed_requests_are_never_streamed_upstream():
+    capture, _ = make()
+    with taddons.context(capture) as tctx:
+        tctx.configure(capture, teletap_stream_threshold=100)
+        f = tflow.tflow(resp=True)
+        f.request.headers["content-length"] = "300"
+        f.metadata["teletap_sinkholed"] = "all"  # the sinkhole decided in its own requestheaders hook
+        capture.requestheaders(f)
+        assert not f.request.stream
+
+
 def test_small_bodies_are_not_streamed():
     capture, _ = make()
     with taddons.context(capture):
