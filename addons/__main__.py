@@ -1,3 +1,5 @@
 from teletap.cli import main
 
-main()
+# Guarded: the ingest worker process is spawned and re-imports the main module.
+if __name__ == "__main__":
+    main()

@@ -266,7 +266,15 @@ def _sha256(body: Any) -> str | None:
     return hashlib.sha256(body.raw).hexdigest()
 
 
-_STOP = object()
+class _Stop:
+    """Ends the worker loop; a class rather than object() so it survives the trip to a worker process."""
+
+
+class _Counter:
+    """Same shape as multiprocessing.Value: the proxy thread increments, the worker reads."""
+
+    def __init__(self) -> None:
+        self.value = 0
 
 
 @dataclass
@@ -291,10 +299,15 @@ class Ingest:
                  signature_set_hash: str | None = None, signature_rows: Iterable[dict] | None = None,
                  mitmproxy_version: str | None = None, queue_size: int = 10_000,
                  flush_interval: float = 0.5, batch_size: int = 500,
-                 store_factory: Callable[[Path], Store] = Store):
+                 store_factory: Callable[[Path], Store] = Store, queue_obj: Any = None, dropped: Any = None,
+                 parent_alive: Callable[[], bool] | None = None):
         self.db_path = Path(db_path)
         self.pipeline = pipeline
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        # In a worker process the queue and the drop counter are shared with the proxy process.
+        self.queue: Any = queue_obj if queue_obj is not None else queue.Queue(maxsize=queue_size)
+        self._dropped = dropped if dropped is not None else _Counter()
+        self._dropped_counted = 0
+        self._parent_alive = parent_alive
         self.flush_interval = flush_interval
         self.batch_size = batch_size
         self._store_factory = store_factory
@@ -306,7 +319,6 @@ class Ingest:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
-        self._dropped = 0  # only the submitting (proxy) thread writes this
         self._last_drop_log = 0.0
         self._error_log_times: dict[str, float] = {}
 
@@ -325,18 +337,13 @@ class Ingest:
         try:
             self.queue.put_nowait(record)
         except queue.Full:
-            self._dropped += 1
-            now = time.monotonic()
-            if now - self._last_drop_log > 10:
-                self._last_drop_log = now
-                log.warning("teletap: ingest queue full (%d items): %d item(s) not recorded so far; "
-                            "traffic is unaffected", self.queue.maxsize, self._dropped)
+            _count_drop(self)
 
     def stop(self, timeout: float = 60) -> IngestStats:
         """Drain the queue, flush, close the session. Returns the final counts."""
         if self._thread is None:
             return self.stats
-        self.queue.put(_STOP)
+        self.queue.put(_Stop())
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("teletap: ingest did not finish within %ss; %d item(s) still queued",
@@ -370,9 +377,10 @@ class Ingest:
             store.close()
 
     def _count_dropped(self) -> None:
-        dropped, self._dropped = self._dropped, 0  # benign race: a lost increment is re-read next flush
-        if dropped:
-            self.stats.unrecorded["ingest queue full"] += dropped
+        total = self._dropped.value  # only the proxy side writes it; the worker counts what is new
+        if total > self._dropped_counted:
+            self.stats.unrecorded["ingest queue full"] += total - self._dropped_counted
+            self._dropped_counted = total
 
     def _loop(self, store: Store) -> None:
         assert self.session_id is not None
@@ -385,7 +393,11 @@ class Ingest:
                 record = self.queue.get(timeout=timeout)
             except queue.Empty:
                 record = None
-            if record is _STOP:
+                if self._parent_alive is not None and not self._parent_alive():
+                    # The proxy died (kill -9, crash): record what already reached us, then close.
+                    log.error("teletap: the proxy process is gone; writing what was queued and stopping")
+                    record = _Stop()
+            if isinstance(record, _Stop):
                 stopping = True
             elif record is not None:
                 try:
@@ -421,6 +433,117 @@ class Ingest:
             self._error_log_times[reason] = now
             log.error("teletap: %d item(s) not recorded in %s (%s); traffic is unaffected; %d unrecorded so far",
                       count, self.db_path, _first_error_line(exc), self.stats.unrecorded_total)
+
+
+def _count_drop(front: Any) -> None:
+    """Count an item the full queue could not take, and say so (at most every 10 s)."""
+    front._dropped.value += 1
+    now = time.monotonic()
+    if now - front._last_drop_log > 10:
+        front._last_drop_log = now
+        log.warning("teletap: ingest queue full: %d item(s) not recorded so far; traffic is unaffected",
+                    front._dropped.value)
+
+
+class ProcessIngest:
+    """Ingest in a worker process, so decoding and detection never take the proxy's GIL or core.
+
+    The proxy side only pickles records into a bounded multiprocessing queue (on the queue's feeder
+    thread). The worker process builds the pipeline from ``pipeline_spec`` (the arguments of
+    ``build_pipeline``) and runs the same ``Ingest`` loop as the thread version. A full queue is counted
+    in shared memory, so the worker stores the count with the session. If the proxy dies, the worker
+    writes what reached it and closes the database cleanly.
+    """
+
+    def __init__(self, db_path: str | Path, pipeline_spec: dict[str, Any], *, queue_size: int = 10_000,
+                 start_timeout: float = 120, **ingest_kwargs: Any):
+        self.db_path = Path(db_path)
+        self.pipeline_spec = pipeline_spec
+        self.queue_size = queue_size
+        self.start_timeout = start_timeout
+        self.ingest_kwargs = ingest_kwargs
+        self.session_id: int | None = None
+        self.stats = IngestStats()
+        self._last_drop_log = 0.0
+        self._process: Any = None
+
+    def start(self) -> int:
+        import multiprocessing
+
+        # spawn, not fork: the proxy process has an event loop and threads that must not be copied.
+        mp = multiprocessing.get_context("spawn")
+        self.queue = mp.Queue(maxsize=self.queue_size)
+        self._dropped = mp.Value("q", 0, lock=False)
+        self._results, child_end = mp.Pipe(duplex=False)
+        self._process = mp.Process(
+            target=_ingest_process_main, name="teletap-ingest", daemon=False,
+            args=(self.db_path, self.pipeline_spec, self.ingest_kwargs, self.queue, self._dropped, child_end),
+        )
+        self._process.start()
+        child_end.close()
+        if not self._results.poll(self.start_timeout):
+            self._process.kill()
+            raise RuntimeError(f"the ingest process did not start within {self.start_timeout}s")
+        kind, payload = self._results.recv()
+        if kind != "ready":
+            self._process.join(10)
+            raise RuntimeError(payload)
+        self.session_id = payload
+        return payload
+
+    def submit(self, record: Record) -> None:
+        """Queue a record; never blocks. A full queue is counted, logged and reported, never silent."""
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            _count_drop(self)
+
+    def stop(self, timeout: float = 120) -> IngestStats:
+        if self._process is None:
+            return self.stats
+        process, self._process = self._process, None
+        self.queue.put(_Stop())
+        try:
+            if self._results.poll(timeout):
+                kind, payload = self._results.recv()
+                if kind == "done":
+                    self.stats = payload
+            else:
+                log.error("teletap: ingest did not finish within %ss", timeout)
+        except EOFError:
+            log.error("teletap: the ingest process ended without reporting (see its errors above)")
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+        self.queue.close()
+        self.queue.join_thread()
+        return self.stats
+
+
+def _ingest_process_main(db_path: Path, pipeline_spec: dict[str, Any], ingest_kwargs: dict[str, Any],
+                         work: Any, dropped: Any, results: Any) -> None:
+    import multiprocessing
+    import signal
+
+    # Ctrl-C reaches the whole process group; the proxy decides when ingest stops, after draining.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    parent = multiprocessing.parent_process()
+    try:
+        pipeline, _ = build_pipeline(**pipeline_spec)
+        ingest = Ingest(db_path, pipeline, queue_obj=work, dropped=dropped,
+                        parent_alive=parent.is_alive if parent is not None else None, **ingest_kwargs)
+        session_id = ingest.start()
+    except Exception as e:
+        results.send(("error", f"{type(e).__name__}: {e}"))
+        return
+    results.send(("ready", session_id))
+    assert ingest._thread is not None
+    ingest._thread.join()
+    # The parent may be gone (then nobody reads this); the session row already holds the counts.
+    with contextlib.suppress(OSError):
+        results.send(("done", ingest.stats))
 
 
 def build_pipeline(*, signature_paths: Sequence[str] = (), identifiers: str | None = None,

@@ -18,7 +18,7 @@ from typing import Any
 from mitmproxy import ctx, exceptions
 from mitmproxy import version as mitmproxy_version
 
-from .ingest import Ingest, Pipeline, PipelineConfig, build_pipeline
+from .ingest import Pipeline, PipelineConfig, ProcessIngest, build_pipeline
 from .records import Record
 from .store import StoreError, connect
 
@@ -57,8 +57,9 @@ def findings_key(db_path: Path, key_path: str) -> bytes:
 
 class Recorder:
     def __init__(self) -> None:
-        self.ingest: Ingest | None = None
-        self.pipeline: Pipeline | None = None
+        self.ingest: ProcessIngest | None = None
+        self.pipeline: Pipeline | None = None  # in this process: the sinkhole's matcher
+        self.pipeline_spec: dict[str, Any] = {}  # how the ingest process builds its own pipeline
         self.sigset: Any = None
 
     def load(self, loader: Any) -> None:
@@ -92,23 +93,23 @@ class Recorder:
         db_path = Path(opts.teletap_db).expanduser()
         try:
             connect(db_path).close()  # fail now, with a clear message, rather than once traffic flows
-            pipeline, sigset = build_pipeline(
-                signature_paths=opts.teletap_signatures, identifiers=opts.teletap_identifiers or None,
+            spec = dict(
+                signature_paths=list(opts.teletap_signatures), identifiers=opts.teletap_identifiers or None,
                 findings_key=findings_key(db_path, opts.teletap_findings_key),
                 store_clear=opts.teletap_findings_store_clear,
                 config=PipelineConfig(max_request_body=opts.teletap_max_body,
                                       max_response_body=opts.teletap_max_response_body,
                                       blank_findings_in_bodies=opts.teletap_blank_findings),
             )
+            pipeline, sigset = build_pipeline(**spec)
         except (StoreError, ValueError, OSError) as e:
             raise exceptions.OptionsError(f"teletap: {e}") from e
-        self.pipeline, self.sigset = pipeline, sigset
+        self.pipeline, self.sigset, self.pipeline_spec = pipeline, sigset, spec
         if self.ingest is not None:
-            if "teletap_db" in updated:  # recording moves to another file: close this session first
-                self._stop()
-                self._start()
-            else:
-                self.ingest.pipeline = pipeline  # the worker picks it up with its next item
+            # A new database, signature set or detector setting starts a new session, so each session
+            # says exactly how its evidence was gathered.
+            self._stop()
+            self._start()
 
     def running(self) -> None:
         if self.ingest is None:
@@ -132,11 +133,11 @@ class Recorder:
         session_options.update({k: getattr(opts, k) for k in _RECORDED_MITMPROXY_OPTIONS if k in opts})
         from .signatures import signature_rows
 
-        ingest = Ingest(
-            Path(opts.teletap_db).expanduser(), self.pipeline, session_label=opts.teletap_session or None,
-            session_options=session_options, signature_set_hash=self.sigset.hash,
-            signature_rows=signature_rows(self.sigset), mitmproxy_version=mitmproxy_version.VERSION,
-            queue_size=opts.teletap_queue_size,
+        ingest = ProcessIngest(
+            Path(opts.teletap_db).expanduser(), self.pipeline_spec, queue_size=opts.teletap_queue_size,
+            session_label=opts.teletap_session or None, session_options=session_options,
+            signature_set_hash=self.sigset.hash, signature_rows=signature_rows(self.sigset),
+            mitmproxy_version=mitmproxy_version.VERSION,
         )
         try:
             session_id = ingest.start()
