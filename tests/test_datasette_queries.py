@@ -135,6 +135,8 @@ def test_every_canned_query_runs_on_an_empty_database(tmp_path: Path):
             assert query(base, name, **dict.fromkeys(spec["params"], "1")) == [], name
             page = httpx.get(f"{base}/{name}", timeout=20)
             assert page.status_code == 200 and spec["title"] in page.text, name
+        charts = httpx.get(base.rsplit("/", 1)[0] + "/-/teletap/charts", timeout=20)
+        assert charts.status_code == 200 and "No flows recorded yet" in charts.text
 
 
 @pytest.fixture(scope="module")
