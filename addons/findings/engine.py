@@ -180,24 +180,25 @@ class FindingsEngine:
             for k in self.known.find(_bytes_text(base)):
                 out.append(self._known_candidate(k, "url", None, None))
         rest = path + (f"#{fragment}" if fragment else "")
-        for text in dict.fromkeys([rest, unquote(rest)]):
-            self._scan_text(_bytes_text(text), location="url", out=out)
+        self._scan_raw_and_decoded(rest, unquote(rest), location="url", out=out, key=None)
         for pair in query.split("&")[:MAX_QUERY_PARAMS]:
             if not pair:
                 continue
             name, _, value = pair.partition("=")
             pname = unquote_plus(name)[:128]
-            loc = f"query:{pname}"
-            raw: list[_Candidate] = []
-            self._scan_text(_bytes_text(value), location=loc, out=raw, default_key=pname)
-            out.extend(raw)
-            decoded = unquote_plus(value)
-            if decoded != value:
-                # The decoded value is the same occurrence seen again: keep only what the raw form hid.
-                seen = {(c.kind, c.value) for c in raw}
-                extra: list[_Candidate] = []
-                self._scan_text(_bytes_text(decoded), location=loc, out=extra, default_key=pname)
-                out.extend(c for c in extra if (c.kind, c.value) not in seen)
+            self._scan_raw_and_decoded(value, unquote_plus(value), location=f"query:{pname}", out=out, key=pname)
+
+    def _scan_raw_and_decoded(self, raw: str, decoded: str, *, location: str, out: list[_Candidate],
+                              key: str | None) -> None:
+        found: list[_Candidate] = []
+        self._scan_text(_bytes_text(raw), location=location, out=found, default_key=key)
+        out.extend(found)
+        if decoded != raw:
+            # The decoded text is the same occurrence seen again: keep only what the raw form hid.
+            seen = {(c.kind, c.value) for c in found}
+            extra: list[_Candidate] = []
+            self._scan_text(_bytes_text(decoded), location=location, out=extra, default_key=key)
+            out.extend(c for c in extra if (c.kind, c.value) not in seen)
 
     # -- headers ------------------------------------------------------------------------------------
     def _scan_headers(self, headers: Sequence[tuple[str, str]], *, out: list[_Candidate]) -> None:
