@@ -105,7 +105,9 @@ def main() -> None:
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"import failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the import process and its workers
+    peak_kib = usage.ru_maxrss  # Linux: KiB
+    cpu = usage.ru_utime + usage.ru_stime
 
     conn = sqlite3.connect(db)
     flows, events, findings = (conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
@@ -116,6 +118,8 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}): {elapsed:.1f}s")
     print(f"  {flows / elapsed:,.0f} flows/s, {events / elapsed:,.0f} events/s "
           f"({flows} flows, {events} events, {findings} findings)")
+    print(f"  CPU time {cpu:.1f}s: {flows / cpu:,.0f} flows and {events / cpu:,.0f} events per CPU-second "
+          "(independent of other load on the host; wall-clock rates above are not)")
     print(f"  peak memory (ru_maxrss, largest of the import process and its workers): {peak_kib / 1024:.0f} MiB "
           f"for a {har.stat().st_size / 1e6:.0f} MB file")
     if flows != args.flows:
