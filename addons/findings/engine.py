@@ -44,7 +44,8 @@ MAX_EVENTS = 10_000
 MAX_NODES = 200_000  # JSON nodes walked over all events of one flow
 MAX_DEPTH = 64
 MAX_PII_ITEMS = 2_000
-MAX_JWTS = 8
+MAX_JWTS = 8  # per text
+MAX_JWT_STRINGS = 64  # event strings holding tokens, per flow
 MAX_FINDINGS = 5_000  # per flow; a pathological body cannot flood the table
 
 _JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{2,4096}\.(eyJ[A-Za-z0-9_-]{2,16384})"
@@ -284,15 +285,13 @@ class FindingsEngine:
             loc, position = place(k.start)
             out.append(self._known_candidate(k, loc, position, None))
         if "eyJ" in big:
-            for i, (position, path, text, _) in enumerate(segments):
-                if "eyJ" in text:
-                    sub: list[_Candidate] = []
-                    self._scan_jwts(text, location=f"event:{path}", out=sub, default_key=path, body_offset=None)
-                    for c in sub:
-                        c.event_position = position
-                    out.extend(sub)
-                if i > MAX_JWTS * 64:
-                    break
+            with_tokens = [seg for seg in segments if "eyJ" in seg[2]]
+            for position, path, text, _ in with_tokens[:MAX_JWT_STRINGS]:
+                sub: list[_Candidate] = []
+                self._scan_jwts(text, location=f"event:{path}", out=sub, default_key=path, body_offset=None)
+                for c in sub:
+                    c.event_position = position
+                out.extend(sub)
 
     @staticmethod
     def _event_parts(ev: Any) -> tuple[int | None, Any, Any]:
