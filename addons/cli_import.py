@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -101,9 +102,9 @@ def import_(files: tuple[Path, ...], db: str, label: str, fmt: str, signature_pa
                               fmt=None if fmt == "auto" else fmt, max_entry_bytes=max_bytes,
                               session_options=options, on_checking=on_checking, on_importing=on_importing,
                               jobs=jobs or min(8, os.cpu_count() or 1))
-    except StoreError as e:
+    except (StoreError, sqlite3.Error, OSError) as e:
         close_bars()
-        _fail(str(e))
+        _fail(f"{db_path}: {e}")
     except KeyboardInterrupt:
         close_bars()
         _fail("interrupted: what was written is complete per flow; run the same import again to finish it", 130)
@@ -182,6 +183,11 @@ def export_har(db: str, sessions: tuple[int, ...], out: Path) -> None:
                 raise
     except StoreError as e:
         _fail(str(e))
+    except sqlite3.Error as e:
+        _fail(f"{db_path}: {e}")
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader of --out - went away (e.g. | head): not an error worth a message
+        sys.exit(1)
     except OSError as e:
         _fail(f"{out}: {e.strerror or e}")
     if str(out) != "-":
