@@ -169,6 +169,13 @@ def test_plain_names_need_word_boundaries_canaries_do_not(engine):
     assert {f.kind for f in found} == {"canary"}
 
 
+def test_utf16le_forms_in_binary_bodies(engine):
+    body = b"\x01\x02" + "LAPTOP-JD01".encode("utf-16-le") + b"\x00\x00" + "xJan Pietersen".encode("utf-16-le")
+    found = engine.scan(url="https://x.example.invalid/", request_headers=[], body=body,
+                        content_type="application/octet-stream", events=[], data_flow=None)
+    assert [(f.kind, f.detector, f.span) for f in found] == [("known-device", "known:utf16le", (2, 24))]
+
+
 def test_third_party_escalates_known_identifiers(engine):
     args = _place("body", EMAIL)
     args["data_flow"] = "third-party"

@@ -173,7 +173,7 @@ class KnownMatcher:
                     if enc != form:
                         add(_b(enc), _Form(i, "urlencoded", None, bounded, len(enc)))
                 u16 = form.encode("utf-16-le", "surrogatepass")
-                add(u16, _Form(i, "utf16le", None, False, len(u16)))
+                add(u16, _Form(i, "utf16le", None, bounded, len(u16)))
             for form in dict.fromkeys([v, v.lower()]):
                 b = _b(form)
                 if len(b) >= 4:
@@ -213,8 +213,14 @@ class KnownMatcher:
                 start = end + 1 - f.length
                 if f.exact is not None and t[start:end + 1] != f.exact:
                     continue
-                if f.bounded and ((start > 0 and _word_byte(t[start - 1])) or (end + 1 < n and _word_byte(t[end + 1]))):
-                    continue
+                if f.bounded:
+                    if f.label == "utf16le":
+                        # Neighbouring UTF-16 code units: a letter or digit followed by a zero byte.
+                        if (start >= 2 and t[start - 1] == "\x00" and t[start - 2].isalnum()) or (
+                                end + 2 < n and t[end + 2] == "\x00" and t[end + 1].isalnum()):
+                            continue
+                    elif (start > 0 and _word_byte(t[start - 1])) or (end + 1 < n and _word_byte(t[end + 1])):
+                        continue
                 label = f.label
                 if label == "plain":
                     ident = self.identifiers[f.ident]
