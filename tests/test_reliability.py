@@ -1,0 +1,175 @@
+"""Faults while proxying: kill -9 under load, a database that stops accepting writes.
+
+Real processes on loopback, real SQLite files.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .support import LOOPBACK, Upstream, rows, running_teletap
+
+pytestmark = pytest.mark.e2e
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # A reparented child that exited lingers as a zombie until init reaps it: that counts as gone.
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class Load:
+    """Clients posting through the proxy until stopped; remembers when each answer arrived."""
+
+    def __init__(self, proxy: str, upstream_port: int, clients: int = 4):
+        self.proxy, self.url = proxy, f"http://{LOOPBACK}:{upstream_port}/load"
+        self.answered: list[float] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
+
+    def _run(self, n: int) -> None:
+        with httpx.Client(proxy=self.proxy, timeout=5) as client:
+            i = 0
+            while not self.stop.is_set():
+                try:
+                    r = client.post(self.url, content=f"client {n} request {i}".encode())
+                    if r.status_code == 200:
+                        self.answered.append(time.time())
+                except httpx.HTTPError:
+                    pass
+                i += 1
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)
+
+
+def test_kill_9_under_load_loses_at_most_the_last_second(tmp_path: Path):
+    db = tmp_path / "killed.db"
+    with Upstream() as upstream:
+        with running_teletap(tmp_path, "--session", "killed", db=db) as tt:
+            (worker,) = [c for c in _children(tt.proc.pid)
+                         if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]  # not the resource tracker
+            with Load(tt.proxy, upstream.port) as load:
+                time.sleep(3)
+                killed_at = time.time()
+                os.kill(tt.proc.pid, signal.SIGKILL)
+                tt.proc.wait(10)
+            answered_before = [t for t in load.answered if t <= killed_at]
+        # The worker notices the proxy is gone, writes what reached it and exits by itself.
+        assert _wait_gone(worker, 30), "the ingest worker outlived the proxy"
+
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        recorded = conn.execute("SELECT COUNT(*) FROM flows WHERE path = '/load'").fetchone()[0]
+        conn.close()
+        older_than_a_second = [t for t in answered_before if t <= killed_at - 1.0]
+        assert len(answered_before) > 20, "the load did not get going"
+        assert recorded >= len(older_than_a_second), (recorded, len(older_than_a_second), len(answered_before))
+
+        # The next start records cleanly into the same file, in a new session.
+        with running_teletap(tmp_path, "--session", "after the crash", db=db) as tt, \
+                httpx.Client(proxy=tt.proxy, timeout=10) as client:
+            assert client.post(f"http://{LOOPBACK}:{upstream.port}/after", content=b"x").status_code == 200
+            assert tt.stop() == 0
+    sessions = rows(db, "SELECT id, label, ended, items_recorded FROM sessions ORDER BY id")
+    assert [s["label"] for s in sessions] == ["killed", "after the crash"]
+    assert sessions[0]["ended"] is not None  # the worker closed the killed proxy's session itself
+    assert sessions[1]["ended"] is not None and sessions[1]["items_recorded"] >= 1
+    assert rows(db, "SELECT session_id FROM flows WHERE path = '/after'") == [{"session_id": 2}]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 16 MiB filesystem (tmpfs) that tests can fill up or make read-only."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(directory: Path) -> Path:
+    filler = directory / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.parametrize("fault", ["disk full", "locked"])
+def test_database_that_stops_accepting_writes_never_stops_traffic(tmp_path: Path, small_disk: Path, fault: str):
+    """The DB's disk fills up, or another program holds the DB locked beyond the busy timeout, while
+    proxying: clients are still served; the loss is counted, logged and reported; what was committed stays
+    intact."""
+    db = small_disk / "evidence.db"
+    with Upstream() as upstream, running_teletap(tmp_path, "--session", fault, db=db) as tt:
+        with httpx.Client(proxy=tt.proxy, timeout=10) as client:
+            assert client.post(f"http://{LOOPBACK}:{upstream.port}/before", content=b"x").status_code == 200
+            time.sleep(1.5)  # committed
+            if fault == "disk full":
+                filler = _fill(small_disk)
+            else:
+                blocker = sqlite3.connect(db, isolation_level=None)
+                blocker.execute("BEGIN EXCLUSIVE")  # e.g. someone's long write in the sqlite3 shell
+            statuses = [client.post(f"http://{LOOPBACK}:{upstream.port}/during", content=b"y" * 50_000).status_code
+                        for _ in range(40)]
+            # The worker tries (and fails) to write them: at once on a full disk, after its 10 s busy
+            # timeout on a lock.
+            time.sleep(1.5 if fault == "disk full" else 12)
+            # The admin frees the disk / ends the lock; the session row can be closed with the counts.
+            if fault == "disk full":
+                filler.unlink()
+            else:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+        assert statuses == [200] * 40  # traffic unaffected
+        assert tt.stop() == 0
+        output = tt.output()
+    assert "NOT recorded" in output and "write failed" in output, output
+    session = rows(db, "SELECT items_unrecorded, unrecorded_reasons FROM sessions")[0]
+    assert session["items_unrecorded"] >= 1 and "write failed" in session["unrecorded_reasons"]
+    assert rows(db, "PRAGMA integrity_check") == [{"integrity_check": "ok"}]
+    assert rows(db, "SELECT COUNT(*) AS n FROM flows WHERE path = '/before'") == [{"n": 1}]
