@@ -85,9 +85,11 @@ def _before_has(t: str, pos: int, words: tuple[str, ...], width: int = 40) -> bo
 
 
 # -- e-mail / UPN -----------------------------------------------------------------------------------
+# Local parts may be UTF-8 (RFC 6531: "jörg@…"): bytes 0x80-0xFF count as letters there. The local part
+# is at most 64 bytes, so the repetition is bounded by the standard itself.
 _EMAIL = re.compile(
-    r"(?<![\w.%+-])([A-Za-z0-9][A-Za-z0-9._%+-]{0,63})(@|%40)((?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24})(?![\w-])",
-    re.ASCII)
+    r"(?<![\w.%+\x80-\xff-])([A-Za-z0-9\x80-\xff][A-Za-z0-9\x80-\xff._%+-]{0,63})(@|%40)"
+    r"((?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24})(?![\w-])", re.ASCII)
 # Retina assets ("icon@2x.png") and scoped packages look like e-mail addresses.
 _FILE_TLDS = frozenset(("png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "js", "mjs", "css", "json", "xml",
                         "html", "htm", "map", "woff", "woff2", "ttf", "dll", "exe"))
@@ -104,12 +106,12 @@ def _emails(t: str, ctx: ContextFn) -> list[Hit]:
             tail = _PCT_ESCAPE.split(local)[-1]
             start += len(local) - len(tail)
             local = tail
-            if not local or not local[0].isalnum() or "%" in local:
+            if not local or not (local[0].isalnum() or local[0] >= "\x80") or "%" in local:
                 continue
         tld = domain.rsplit(".", 1)[-1].lower()
         if tld in _FILE_TLDS or local.endswith(".") or ".." in local:
             continue
-        value = f"{local}@{domain}"
+        value = clear(t, start, start + len(local)) + "@" + domain
         key = ctx(start)
         upn = key_has(key, _UPN_KEYS) or domain.lower().endswith(".onmicrosoft.com")
         kind = "upn" if upn else "email"
@@ -647,7 +649,7 @@ _PHONE_HINTS = ("phone", "mobile", "msisdn", "fax", "gsm", "cell", "tel:", "\"te
 # "no match" here means no match there. RE2 rejects a text in one DFA pass, an order of magnitude
 # faster than a backtracking scan; texts that pass get the precise Python pattern and validators.
 _PREFILTER_SOURCES: dict[Callable[[str, ContextFn], list[Hit]], str] = {
-    _emails: r"[A-Za-z0-9._%+-](@|%40)[A-Za-z0-9-]{1,63}\.",
+    _emails: r"[A-Za-z0-9\x{80}-\x{ff}._%+-](@|%40)[A-Za-z0-9-]{1,63}\.",
     _ipv4: r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
     _ipv6: r"(?:[0-9A-Fa-f]{1,4}:|:){2,7}(?:[0-9A-Fa-f]{1,4}|:)",
     _macs: r"[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}",
