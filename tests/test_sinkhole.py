@@ -94,6 +94,18 @@ def test_onecollector_json_stream_is_acknowledged_with_event_count(matcher: Matc
     assert f.metadata["teletap_sinkholed"] == "category:diagnostic-data"
 
 
+def test_query_string_and_jwt_events_are_not_acknowledged_as_telemetry(matcher: Matcher) -> None:
+    # The beacon form: collector parameters in the query, a bearer token in a header. Both decode to
+    # events of their own, but the collector acknowledges only the two telemetry events.
+    lines = b'{"name":"A"}\n{"name":"B"}'
+    token = "eyJhbGciOiJub25lIn0.eyJ0aWQiOiIwMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDEifQ."
+    f = run(Sinkhole(lambda: matcher), ["category:diagnostic-data"],
+            flow("x.events.example.invalid", "/OneCollector/1.0/?cors=true&content-type=application/x-json-stream"
+                 "&client-id=NO_AUTH", body=lines,
+                 headers={"content-type": "text/plain", "authorization": f"Bearer {token}"}))
+    assert json.loads(f.response.content) == {"acc": 2}
+
+
 def test_onecollector_bond_is_counted_by_the_decoders(matcher: Matcher) -> None:
     body = b"".join(be.encode(be.record(name=f"Test.Event{i}", ikey="o:00000000000000000000000000000000"))
                     for i in range(2))
