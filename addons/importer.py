@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 
 from .har import HarEntryError, entry_record, websocket_records
 from .ingest import Pipeline
-from .records import ConnectionRecord, Record, WebSocketMessageRecord
+from .records import ConnectionRecord, HttpFlowRecord, Record, WebSocketMessageRecord
 from .store import FlowRows, Item, Row, Store
 
 log = logging.getLogger("teletap")
@@ -44,6 +44,9 @@ log = logging.getLogger("teletap")
 READ_CHUNK = 64 * 1024
 DEFAULT_MAX_ENTRY_BYTES = 256 * 1024 * 1024
 BATCH = 500
+# Bodies held at once, whatever the entry count: a batch of 500 flows with 1 MiB bodies would be 500 MiB.
+BATCH_BYTES = 16 * 1024 * 1024
+CHUNK_BYTES = 4 * 1024 * 1024
 _HEAD_EVENTS = 200_000  # JSON events read to find log.creator / log.entries before streaming entries
 
 
@@ -556,6 +559,18 @@ def _process_chunk(chunk: list[list[Record]], session_id: int) -> list[list[Item
     return [[_worker_pipeline.process(r, session_id) for r in recs] for recs in chunk]
 
 
+def _record_bytes(record: Record) -> int:
+    if isinstance(record, HttpFlowRecord):
+        return len(record.request_body.raw or b"") + len((record.response_body.raw or b"") if record.response_body
+                                                         else b"")
+    return len(getattr(record, "content", b"") or b"")
+
+
+def _item_bytes(item: Item) -> int:
+    values = item.flow if isinstance(item, FlowRows) else item.values
+    return sum(len(values.get(k) or b"") for k in ("request_body", "response_body", "content"))
+
+
 def _key(recs: list[Record]) -> str:
     first = recs[0]
     return first.flow_id if isinstance(first, WebSocketMessageRecord) else first.id  # type: ignore[union-attr]
@@ -594,10 +609,13 @@ def _processed(source: Iterator[tuple[int, list[Record]]], pipeline: Pipeline, s
         inflight.append(([_key(r) for r in chunk], pool.submit(_process_chunk, list(chunk), session_id)))
         chunk.clear()
 
+    chunk_bytes = 0
     for _, recs in source:
         chunk.append(recs)
-        if len(chunk) >= chunk_size:
+        chunk_bytes += sum(_record_bytes(r) for r in recs)
+        if len(chunk) >= chunk_size or chunk_bytes >= CHUNK_BYTES:
             submit()
+            chunk_bytes = 0
             while len(inflight) > 2 * jobs:
                 keys, future = inflight.popleft()
                 yield from zip(keys, future.result(), strict=True)
@@ -613,11 +631,11 @@ def _import_one(store: Store, info: FileInfo, pipeline: Pipeline, session_id: in
                 jobs: int = 1) -> int:
     expected = info.sha256
     pending: dict[str, list[Item]] = {}
-    size = 0
+    size = held = 0
     written = 0
 
     def flush() -> None:
-        nonlocal pending, size, written
+        nonlocal pending, size, written, held
         if pending:
             _write(store, pending)
             for items in pending.values():
@@ -631,14 +649,15 @@ def _import_one(store: Store, info: FileInfo, pipeline: Pipeline, session_id: in
             written += size
             if progress:
                 progress(len(pending))
-        pending, size = {}, 0
+        pending, size, held = {}, 0, 0
 
     started = time.monotonic()
     for key, items in _processed(records(info, max_entry_bytes), pipeline, session_id, pool, jobs):
         pending.pop(key, None)  # a flow file may hold the same flow twice (response, then error): keep the last
         pending[key] = items
         size += len(items)
-        if size >= batch:
+        held += sum(_item_bytes(i) for i in items)
+        if size >= batch or held >= BATCH_BYTES:
             flush()
     flush()
     if info.sha256 != expected:
