@@ -11,6 +11,8 @@ import pytest
 
 from .support import rows, teletap_command
 
+pytestmark = pytest.mark.e2e
+
 ENTRIES = 150
 BODY = 2 * 1024 * 1024  # 2 MiB per request body: a 300 MB file
 
@@ -42,9 +44,12 @@ def test_a_300_mb_har_is_imported_in_bounded_memory(tmp_path: Path, jobs: str) -
     # process would include every child the test run ever had).
     probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
-    r = subprocess.run([sys.executable, "-c", probe, *teletap_command("import", str(har), "--db", str(db),
-                                                                       "--jobs", jobs)],
-                       capture_output=True, text=True, timeout=600)
+    try:
+        r = subprocess.run([sys.executable, "-c", probe, *teletap_command("import", str(har), "--db", str(db),
+                                                                           "--jobs", jobs)],
+                           capture_output=True, text=True, timeout=600)
+    finally:
+        har.unlink()  # pytest keeps old tmp dirs: do not leave 300 MB behind
     assert r.returncode == 0, r.stderr
     peak_mib = int(r.stdout.strip().splitlines()[-1]) / 1024
     # measured ~70 MiB; loading the file whole (json.load) would need well over its 300 MB
