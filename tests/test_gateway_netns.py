@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -155,3 +157,73 @@ def test_transparent_gateway_records_client_traffic(namespaces, tmp_path: Path):
     assert flows["/gateway/secure"]["scheme"] == "https"
     assert flows["/gateway/secure"]["host"] == "upstream.example.invalid"
     assert flows["/gateway/secure"]["sni"] == "upstream.example.invalid"
+
+
+FAKE_RESOLVER = """
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+print("ready", flush=True)
+while True:
+    query, peer = s.recvfrom(4096)
+    end = 12
+    while query[end]:
+        end += query[end] + 1
+    header = query[:2] + struct.pack("!HHHHH", 0x8180, 1, 1, 0, 0)
+    answer = b"\\xc0\\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton(sys.argv[1])
+    s.sendto(header + query[12:end + 5] + answer, peer)
+"""
+
+
+def _dns_query(name: str) -> bytes:
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    return struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + labels + struct.pack("!HH", 1, 1)
+
+
+@pytest.fixture
+def lone_namespace() -> Iterator[str]:
+    reason = _why_not()
+    if reason:
+        pytest.skip(reason)
+    ns = f"tt-dns-{uuid.uuid4().hex[:6]}"
+    sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "link", "set", "lo", "up", ns=ns)
+        yield ns
+    finally:
+        for pid in subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split():
+            subprocess.run(["kill", "-9", pid], check=False)
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_dns_mode_records_queries_and_answers(lone_namespace: str, tmp_path: Path):
+    """teletap's DNS mode beside the proxy: the gateway's resolver is a fake one on 127.0.0.1:53 inside a
+    namespace of the test's own (mitmproxy resolves through port 53 only), so nothing leaves it. The name is
+    a documentation domain, not .invalid: mitmproxy's resolver answers special-use names itself."""
+    ns = lone_namespace
+    resolver = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", FAKE_RESOLVER, "192.0.2.44"],
+                                stdout=subprocess.PIPE, text=True)
+    db = tmp_path / "dns.db"
+    log = open(tmp_path / "teletap.log", "wb")  # noqa: SIM115 (closed below, after the process ends)
+    teletap = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "teletap", "run", "--db", str(db),
+         "--confdir", str(tmp_path / "conf"), "--mode", "regular", "--mode", "dns@5353",
+         "--set", "dns_name_servers=127.0.0.1"], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        assert resolver.stdout is not None and resolver.stdout.readline().strip() == "ready"
+        _wait_listening(ns, 8080)
+        query = ("import socket, sys; c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(10);"
+                 "c.sendto(bytes.fromhex(sys.argv[1]), ('127.0.0.1', 5353)); sys.stdout.write(c.recv(4096).hex())")
+        reply = bytes.fromhex(sh(sys.executable, "-c", query, _dns_query("telemetry.example.org").hex(),
+                                 ns=ns).stdout)
+        assert socket.inet_aton("192.0.2.44") in reply
+    finally:
+        teletap.terminate()
+        assert teletap.wait(30) == 0, (tmp_path / "teletap.log").read_text()
+        log.close()
+        resolver.kill()
+        resolver.wait()
+    (row,) = rows(db, "select * from dns")
+    assert row["question"] == "telemetry.example.org" and row["question_type"] == "A"
+    assert "192.0.2.44" in row["answers"] and row["response_code"] == "NOERROR"
+    assert row["client_address"] == "127.0.0.1" and row["signature_id"] == "undocumented"
