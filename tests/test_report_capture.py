@@ -16,13 +16,18 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect as ws_connect
+from websockets.sync.server import serve as ws_serve
 
 from .support import LOOPBACK, Upstream, free_port, running_teletap
+
+__all__ = ["LOOPBACK"]
 
 # A label with characters that must not break HTML or Markdown.
 BASELINE = "baseline, Office default settings <defaults> | run 1"
@@ -64,7 +69,8 @@ def _refused_tls(proxy: str, port: int) -> None:
         client.get(f"https://localhost:{port}/pinned")
 
 
-def _run_session(tmp: Path, db: Path, label: str, traffic, upstream: Upstream, secure: Upstream) -> str:
+def _run_session(tmp: Path, db: Path, label: str, traffic, upstream: Upstream, secure: Upstream,
+                 ws_port: int | None = None) -> str:
     reverse = free_port()
     with running_teletap(tmp, "--session", label, "--mode", "regular",
                          "--mode", f"reverse:http://{LOOPBACK}:{upstream.port}@{reverse}",
@@ -72,6 +78,11 @@ def _run_session(tmp: Path, db: Path, label: str, traffic, upstream: Upstream, s
         with httpx.Client(base_url=f"http://{LOOPBACK}:{reverse}", timeout=10) as client:
             traffic(client)
         _refused_tls(tt.proxy, secure.port)
+        if ws_port is not None:  # a WebSocket exchange through the regular proxy
+            with ws_connect(f"ws://{LOOPBACK}:{ws_port}/socket", proxy=tt.proxy) as ws:
+                for message in ("hello", "status"):
+                    ws.send(message)
+                    assert ws.recv(timeout=10) == f"echo:{message}"
         assert tt.stop() == 0, tt.output()
         return tt.output()
 
@@ -113,8 +124,11 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Capture:
     if "capture" not in _CACHE:
         tmp = tmp_path_factory.mktemp("report-capture")
         db = tmp / "evidence.db"
-        with Upstream() as upstream, Upstream(tls_dir=tmp / "tls") as secure:
-            outputs = [_run_session(tmp, db, BASELINE, baseline_traffic, upstream, secure),
+        with Upstream() as upstream, Upstream(tls_dir=tmp / "tls") as secure, \
+                ws_serve(lambda ws: [ws.send(f"echo:{m}") for m in ws], LOOPBACK, 0) as wss:
+            threading.Thread(target=wss.serve_forever, daemon=True).start()
+            ws_port = wss.socket.getsockname()[1]
+            outputs = [_run_session(tmp, db, BASELINE, baseline_traffic, upstream, secure, ws_port),
                        _run_session(tmp, db, AFTER, after_traffic, upstream, secure)]
         _CACHE["capture"] = Capture(db=db, baseline=1, after=2, outputs=outputs)
     return _CACHE["capture"]

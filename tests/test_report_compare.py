@@ -99,7 +99,8 @@ def test_personal_data_and_blind_spots(evidence: cap.Capture, compared: dict):
 def test_summary_chart_and_prose(evidence: cap.Capture, compared: dict, tmp_path: Path):
     summary = {d["dimension"]: d for d in cap.section(compared, "compare")["facts"]["summary"]}
     endpoints = cap.table(compared, "compare-endpoints")
-    assert summary["Destinations"]["disappeared"] == sum(r["change"] == "disappeared" for r in endpoints) == 2
+    # tracker, analytics and the WebSocket server disappeared
+    assert summary["Destinations"]["disappeared"] == sum(r["change"] == "disappeared" for r in endpoints) == 3
     assert summary["Destinations"]["appeared"] == 1 and summary["Destinations"]["remained"] == 2
     # The "after" session sent only the essential-service event: nothing beyond Neither.
     assert cap.table(compared, "beyond-level-events") == []
@@ -108,7 +109,7 @@ def test_summary_chart_and_prose(evidence: cap.Capture, compared: dict, tmp_path
                        "--generated-at", cap.GENERATED_AT)
     html = out.read_text()
     assert 'id="chart-compare"' in html and "<svg" in html
-    assert "Destinations: 2 disappeared, 2 remained, 1 appeared." in html
+    assert "Destinations: 3 disappeared, 2 remained, 1 appeared." in html
 
 
 def test_compare_without_session_covers_every_other_session(evidence: cap.Capture, tmp_path: Path):

@@ -116,3 +116,30 @@ def test_report_does_not_write_to_the_database(db: Path, tmp_path: Path):
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 3
     conn.close()
+
+
+def test_dns_names_and_progress_count(db: Path):
+    """DNS rows (recorded only in DNS mode on a gateway) are summarised; the progress bar's length is exact."""
+    from teletap.report import ReportOptions, build_report, table_count
+    from teletap.store import Row
+
+    store = Store(db)
+    store.write([Row("dns", {"id": f"d{i}", "session_id": 2, "time": f"2026-11-25T10:00:0{i}.000Z",
+                             "client_address": f"10.0.0.{i % 2}", "question": name, "question_type": "A",
+                             "signature_id": "undocumented"})
+                 for i, name in enumerate(["a.example.invalid", "b.example.invalid", "a.example.invalid"])])
+    store.close()
+    conn = connect(db, readonly=True)
+    try:
+        for scope in (Scope(sessions=(2,)), Scope(sessions=(2, 3), levels=(("office", "neither"),)),
+                      Scope(sessions=(2,), levels=(("office", "optional"),), base_session=1)):
+            steps: list[int] = []
+            report = build_report(conn, ReportOptions(scope=scope, generated_at=cap.GENERATED_AT),
+                                  progress=steps.append)
+            assert sum(steps) == table_count(scope) == sum(len(s.tables) for s in report.sections)
+            names = {r["name"]: (r["queries"], r["clients"]) for r in report.table("dns-names").records()}
+            assert names == {"a.example.invalid": (2, 1), "b.example.invalid": (1, 1)}
+            figures = {r["figure"]: r["value"] for r in report.table("key-figures").records()}
+            assert figures["DNS queries"] == 3
+    finally:
+        conn.close()

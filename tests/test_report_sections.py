@@ -52,17 +52,20 @@ def test_scope_section(evidence: cap.Capture, baseline: dict):
     flows = flows_of(evidence.db, 1)
     connections = rows(evidence.db, "SELECT * FROM connections WHERE session_id = 1")
     figures = {r["figure"]: r["value"] for r in cap.table(baseline, "key-figures")}
-    assert figures["HTTP(S) flows"] == len(flows) == 5
-    assert figures["destination hosts"] == len({f["host"] for f in flows}) == 4
+    assert figures["HTTP(S) flows"] == len(flows) == 6  # five requests and the WebSocket upgrade
+    assert figures["destination hosts"] == len({f["host"] for f in flows}) == 5
     assert figures["request bytes sent (as on the wire)"] == sum(f["request_size_wire"] or 0 for f in flows)
     assert figures["decoded events"] == len(rows(evidence.db, "SELECT id FROM events WHERE session_id = 1"))
     assert figures["personal-data findings"] == len(rows(evidence.db, "SELECT id FROM findings WHERE session_id = 1"))
-    assert figures["flows to undocumented endpoints"] == sum(f["signature_id"] == "undocumented" for f in flows) == 2
+    assert figures["flows to undocumented endpoints"] == sum(f["signature_id"] == "undocumented" for f in flows) == 3
     assert figures["flows to third parties"] == sum(f["data_flow"] == "third-party" for f in flows) == 1
     assert figures["connections whose payload was not observable"] == sum(c["observable"] == 0 for c in connections)
     assert figures["first request"] == min(f["request_time"] for f in flows)
+    assert figures["WebSocket messages"] == len(rows(evidence.db, "SELECT id FROM websocket_messages "
+                                                                  "WHERE session_id = 1")) == 4
+    assert figures["DNS queries"] == 0
     clients = cap.table(baseline, "clients")
-    assert clients == [{"client": "127.0.0.1", "flows": 5, "other_connections": len(connections),
+    assert clients == [{"client": "127.0.0.1", "flows": 6, "other_connections": len(connections),
                         "first_seen": min(f["request_time"] for f in flows),
                         "last_seen": max([f["request_time"] for f in flows] + [c["started"] for c in connections])}]
     assert {(r["app"], r["os"]) for r in cap.table(baseline, "software")} == {("Word", "Windows")}
@@ -93,6 +96,11 @@ def test_data_flow_section(evidence: cap.Capture, baseline: dict):
     mobile = endpoints[("mobile.events.data.microsoft.com", "ms.m365.mobile-events")]
     assert mobile["documentation"] == sigs["ms.m365.mobile-events"]["documentation_url"].strip()
     assert mobile["events"] == 3
+    websocket = rows(evidence.db, "SELECT direction, size FROM websocket_messages WHERE session_id = 1")
+    assert {(r["direction"], r["messages"], r["bytes"]) for r in cap.table(baseline, "websocket")} == {
+        (d, sum(w["direction"] == d for w in websocket), sum(w["size"] for w in websocket if w["direction"] == d))
+        for d in ("client-to-server", "server-to-client")}
+    assert cap.table(baseline, "dns-names") == []
     first = min(flows, key=lambda f: (f["request_time"], f["id"]))
     assert endpoints[(first["host"], first["signature_id"])]["first_flow"] == f"{first['request_time']} {first['id']}"
     by_category = {r["category"]: r["flows"] for r in cap.table(baseline, "flows-by-category")}
@@ -129,9 +137,11 @@ def test_third_party_and_undocumented_sections(evidence: cap.Capture, baseline: 
     assert third["findings"] == sum(f["finding_count"] for f in flows if f["host"] == "www.google-analytics.com")
     (shared,) = cap.table(baseline, "third-party-findings")
     assert shared["kind"] == "email" and shared["example"].endswith(".invalid") and "bob@" not in shared["example"]
-    (undocumented,) = cap.table(baseline, "undocumented-hosts")
-    tracker = [f for f in flows if f["signature_id"] == "undocumented"]
-    assert undocumented["host"] == "tracker.example.invalid" and undocumented["flows"] == len(tracker) == 2
+    hosts = {r["host"]: r for r in cap.table(baseline, "undocumented-hosts")}
+    assert set(hosts) == {"tracker.example.invalid", cap.LOOPBACK}  # the tracker and the WebSocket server
+    undocumented = hosts["tracker.example.invalid"]
+    tracker = [f for f in flows if f["host"] == "tracker.example.invalid"]
+    assert undocumented["flows"] == len(tracker) == 2
     assert undocumented["findings"] == sum(f["finding_count"] for f in tracker)
     assert undocumented["request_bytes"] == sum(f["request_size_wire"] or 0 for f in tracker)
     unlisted = {r["event"]: r["events"] for r in cap.table(baseline, "undocumented-events")}
@@ -183,7 +193,7 @@ def test_risks_and_measures(evidence: cap.Capture, baseline: dict):
     third = risks["Personal data sent to third parties"]
     assert third["proposed_severity"] == "high"
     assert third["evidence"] == sum(f["data_flow"] == "third-party" for f in findings)
-    assert risks["Data sent to endpoints no documentation describes"]["evidence"] == 2
+    assert risks["Data sent to endpoints no documentation describes"]["evidence"] == 3
     assert risks["Diagnostic events sent beyond the declared level"]["evidence"] == 2
     assert "Planted canary values left the audited devices" not in risks  # no evidence, no row
     measures = {r["control"]: r for r in cap.table(baseline, "measures")}

@@ -83,8 +83,10 @@ UNION ALL SELECT 7, 'flows to third parties', COUNT(*) FROM scope_flows WHERE {t
 UNION ALL SELECT 8, 'connections whose payload was not observable', COUNT(*) FROM scope_connections
   WHERE observable = 0
 UNION ALL SELECT 9, 'items not recorded (whole sessions)', coalesce(SUM(items_unrecorded), 0) FROM scope_sessions
-UNION ALL SELECT 10, 'first request', coalesce(MIN(request_time), '') FROM scope_flows
-UNION ALL SELECT 11, 'last request', coalesce(MAX(request_time), '') FROM scope_flows
+UNION ALL SELECT 10, 'WebSocket messages', COUNT(*) FROM scope_websocket
+UNION ALL SELECT 11, 'DNS queries', COUNT(*) FROM scope_dns
+UNION ALL SELECT 12, 'first request', coalesce(MIN(request_time), '') FROM scope_flows
+UNION ALL SELECT 13, 'last request', coalesce(MAX(request_time), '') FROM scope_flows
 ORDER BY n"""))
         s.tables.append(self.table(
             "clients", "Clients observed", """
@@ -186,6 +188,25 @@ GROUP BY e.name, e.documented_level, e.format, e.signature_id
 ORDER BY events DESC, event, documented_level, e.format, signature_id""",
             description="Named events the clients sent; 'documented level' says where Microsoft's published "
                         "lists place the name.", empty="No named events were decoded."))
+        s.tables.append(self.table(
+            "websocket", "WebSocket messages", """
+SELECT f.host, w.direction, COUNT(*) AS messages, coalesce(SUM(w.size), 0) AS bytes,
+       COUNT(DISTINCT w.flow_id) AS connections, MIN(w.time) AS first_seen
+FROM scope_websocket w JOIN flows f ON f.id = w.flow_id
+GROUP BY f.host, w.direction
+ORDER BY messages DESC, f.host, w.direction""",
+            description="Messages exchanged over WebSocket connections the clients opened (their content is in "
+                        "the database, not in this report).", empty="No WebSocket messages were recorded."))
+        s.tables.append(self.table(
+            "dns-names", "Names looked up (DNS)", """
+SELECT question AS name, coalesce(signature_id, 'undocumented') AS signature_id, coalesce(vendor, '') AS vendor,
+       COUNT(*) AS queries, COUNT(DISTINCT client_address) AS clients, MIN(time) AS first_seen
+FROM scope_dns
+GROUP BY question, signature_id, vendor
+ORDER BY queries DESC, name, signature_id, vendor""",
+            description="DNS queries seen by teletap's DNS mode on a gateway: destinations looked up, including "
+                        "those later contacted without interceptable HTTP.",
+            empty="No DNS queries were recorded (teletap records them in DNS mode on a gateway, --mode dns@53)."))
         s.charts.append(charts.bar_chart("chart-flows-by-category", "Flows by category",
                                          s.table("flows-by-category"), "category", "flows"))
         s.charts.append(charts.bar_chart("chart-bytes-by-data-flow", "Request bytes by data flow",
@@ -600,7 +621,7 @@ ORDER BY started, id""", empty="No connection in scope was unobservable."))
 
 def table_count(scope: Scope) -> int:
     """How many tables a report on this scope has (for the progress bar)."""
-    count = 5 + 6 + 2 + 2 + 3 + 3 + 1 + 3 + 3  # scope … risks, without optional tables
+    count = 5 + 8 + 2 + 2 + 3 + 3 + 1 + 3 + 3  # scope … appendix, without optional tables
     if scope.levels:
         count += 2
     if scope.base_session is not None:

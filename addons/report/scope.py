@@ -132,6 +132,8 @@ class Scope:
             "scope_connections": f"SELECT * FROM connections WHERE {sessions}{self._time('started')}",
             "scope_events": events,
             "scope_findings": findings,
+            "scope_websocket": f"SELECT * FROM websocket_messages WHERE {sessions}{self._time('time')}",
+            "scope_dns": f"SELECT * FROM dns WHERE {sessions}{self._time('time')}",
         }
         if self.base_session is not None:
             base = f"session_id = {self.base_session}"
