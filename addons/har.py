@@ -91,8 +91,7 @@ def _time(value: Any, what: str) -> float:
         from datetime import UTC
 
         parsed = parsed.replace(tzinfo=UTC)
-    # +0.5 µs: store.iso() truncates to milliseconds, and "…14.830" as a float is 14.8299999…
-    return parsed.timestamp() + 5e-7
+    return parsed.timestamp()
 
 
 def _charset_for(content_type: str, text: str, mitmproxy_creator: bool) -> str:

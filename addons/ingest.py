@@ -256,6 +256,16 @@ class Pipeline:
         })
 
 
+def _stored_bytes(item: Item) -> int:
+    """Roughly what an item holds in memory until it is written: its bodies and decoded events."""
+    if isinstance(item, FlowRows):
+        flow = item.flow
+        size = len(flow.get("request_body") or b"") + len(flow.get("response_body") or b"")
+        return size + sum(len(e.get("data") or "") for e in item.events)
+    content = item.values.get("content")
+    return len(content) if isinstance(content, bytes | str) else 0
+
+
 def _sha256(body: Any) -> str | None:
     if body is None:
         return None
@@ -298,7 +308,7 @@ class Ingest:
                  session_kind: str = "live", session_options: dict[str, Any] | None = None,
                  signature_set_hash: str | None = None, signature_rows: Iterable[dict] | None = None,
                  mitmproxy_version: str | None = None, queue_size: int = 10_000,
-                 flush_interval: float = 0.5, batch_size: int = 500,
+                 flush_interval: float = 0.5, batch_size: int = 500, batch_bytes: int = 16 * 1024 * 1024,
                  store_factory: Callable[[Path], Store] = Store, queue_obj: Any = None, dropped: Any = None,
                  parent_alive: Callable[[], bool] | None = None):
         self.db_path = Path(db_path)
@@ -310,6 +320,7 @@ class Ingest:
         self._parent_alive = parent_alive
         self.flush_interval = flush_interval
         self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
         self._store_factory = store_factory
         self.stats = IngestStats()
         self.session_id: int | None = None
@@ -385,6 +396,7 @@ class Ingest:
     def _loop(self, store: Store) -> None:
         assert self.session_id is not None
         pending: list[Item] = []
+        pending_bytes = 0
         last_flush = time.monotonic()
         stopping = False
         while not stopping:
@@ -401,13 +413,17 @@ class Ingest:
                 stopping = True
             elif record is not None:
                 try:
-                    pending.append(self.pipeline.process(record, self.session_id))
+                    item = self.pipeline.process(record, self.session_id)
+                    pending.append(item)
+                    pending_bytes += _stored_bytes(item)
                 except Exception as e:
                     self._count_error(f"ingest error: {type(e).__name__}", e)
-            if pending and (stopping or len(pending) >= self.batch_size
+            # Bounded by count and by stored bytes: 500 flows with 1 MiB bodies would otherwise sit in memory.
+            if pending and (stopping or len(pending) >= self.batch_size or pending_bytes >= self.batch_bytes
                             or time.monotonic() - last_flush >= self.flush_interval):
                 self._flush(store, pending)
                 pending = []
+                pending_bytes = 0
                 last_flush = time.monotonic()
             elif time.monotonic() - last_flush >= self.flush_interval:
                 last_flush = time.monotonic()
@@ -546,8 +562,8 @@ def _ingest_process_main(db_path: Path, pipeline_spec: dict[str, Any], ingest_kw
         results.send(("done", ingest.stats))
 
 
-def build_pipeline(*, signature_paths: Sequence[str] = (), identifiers: str | None = None,
-                   findings_key: bytes | None = None, store_clear: bool = False,
+def build_pipeline(*, findings_key: bytes, signature_paths: Sequence[str] = (), identifiers: str | None = None,
+                   store_clear: bool = False,
                    config: PipelineConfig | None = None,
                    progress: Callable[[str], None] | None = None) -> tuple[Pipeline, Any]:
     """Load signatures, the event catalogue and detectors as configured. Raises ValueError on bad input.
@@ -559,10 +575,14 @@ def build_pipeline(*, signature_paths: Sequence[str] = (), identifiers: str | No
     from .findings import FindingsEngine, load_identifiers
     from .signatures import Matcher, SignatureSet
 
+    if len(findings_key) < 16:
+        # An empty or short key would let anyone holding the DB confirm guessed values from their hashes.
+        raise ValueError("the findings key must be at least 16 bytes (see teletap.recorder.findings_key)")
     sigset = SignatureSet.load([Path(p) for p in signature_paths] or None)
+    # Organisation host and domain names come from the identifiers file (kinds hostname, domain).
     engine = FindingsEngine(
         identifiers=load_identifiers(Path(identifiers)) if identifiers else (),
-        key=findings_key or b"", store_clear=store_clear,
+        key=findings_key, store_clear=store_clear,
     )
     pipeline = Pipeline(matcher=Matcher(sigset), catalogue=EventCatalogue.load(), findings=engine,
                         limits=Limits(), config=config or PipelineConfig())

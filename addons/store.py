@@ -29,7 +29,9 @@ def iso(ts: float | None) -> str | None:
     """UNIX seconds → ISO-8601 UTC with milliseconds (sortable text, readable in Datasette)."""
     if ts is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int((ts % 1) * 1000):03d}Z"
+    # Whole milliseconds first: 14.830 is 14.8299999… as a float, and truncating would say .829.
+    ms = round(ts * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
 def _create_private_file(path: Path) -> None:

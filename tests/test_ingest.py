@@ -154,3 +154,22 @@ def test_disk_full_is_counted_and_ingest_keeps_going(tmp_path: Path, pipeline: P
     assert "not recorded" in caplog.text and "traffic is unaffected" in caplog.text
     conn = sqlite3.connect(db)
     assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
+
+
+def test_batches_are_bounded_by_stored_bytes(tmp_path: Path, pipeline: Pipeline):
+    batches: list[int] = []
+
+    class RecordingStore(Store):
+        def write(self, items):  # type: ignore[override]
+            batches.append(len(items))
+            super().write(items)
+
+    big = Pipeline(limits=Limits(), config=PipelineConfig(max_request_body=1024 * 1024))
+    ingest = Ingest(tmp_path / "t.db", big, session_label="big bodies", store_factory=RecordingStore,
+                    batch_bytes=3 * 1024 * 1024, flush_interval=30)
+    ingest.start()
+    for i in range(10):
+        ingest.submit(flow(b"z" * 1024 * 1024, headers=[("content-type", "application/octet-stream")], fid=f"b{i}"))
+    stats = ingest.stop()
+    assert stats.recorded == 10
+    assert max(batches) <= 3 and sum(batches) == 10  # never more than ~3 MiB of bodies held at once

@@ -112,3 +112,5 @@ def test_iso_timestamps_sort_as_text():
     assert iso(0) == "1970-01-01T00:00:00.000Z"
     assert iso(1700000000.25) == "2023-11-14T22:13:20.250Z"
     assert iso(None) is None
+    assert iso(1700000014.830) == "2023-11-14T22:13:34.830Z"  # not .829: the float is 14.8299999…
+    assert iso(1700000014.9996) == "2023-11-14T22:13:35.000Z"
