@@ -297,7 +297,27 @@ class IngestStats:
         return sum(self.unrecorded.values())
 
 
-class Ingest:
+class _QueueFront:
+    """What the proxy side of both ingest kinds does: put records in a bounded queue, never block."""
+
+    queue: Any
+    _dropped: Any
+    _last_drop_log: float = 0.0
+
+    def submit(self, record: Record) -> None:
+        """Queue a record; never blocks. A full queue is counted, logged and reported, never silent."""
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self._dropped.value += 1
+            now = time.monotonic()
+            if now - self._last_drop_log > 10:
+                self._last_drop_log = now
+                log.warning("teletap: ingest queue full: %d item(s) not recorded so far; traffic is unaffected",
+                            self._dropped.value)
+
+
+class Ingest(_QueueFront):
     """A worker thread that owns the store: queue → pipeline → batched transactions.
 
     Commits at least every ``flush_interval`` seconds and at ``stop()``. Write errors (disk full, DB
@@ -330,7 +350,6 @@ class Ingest:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
-        self._last_drop_log = 0.0
         self._error_log_times: dict[str, float] = {}
 
     # -- called from the proxy's thread ---------------------------------------------------------------
@@ -342,13 +361,6 @@ class Ingest:
             raise self._start_error
         assert self.session_id is not None
         return self.session_id
-
-    def submit(self, record: Record) -> None:
-        """Queue a record; never blocks. A full queue is counted, logged and reported, never silent."""
-        try:
-            self.queue.put_nowait(record)
-        except queue.Full:
-            _count_drop(self)
 
     def stop(self, timeout: float = 60) -> IngestStats:
         """Drain the queue, flush, close the session. Returns the final counts."""
@@ -451,17 +463,7 @@ class Ingest:
                       count, self.db_path, _first_error_line(exc), self.stats.unrecorded_total)
 
 
-def _count_drop(front: Any) -> None:
-    """Count an item the full queue could not take, and say so (at most every 10 s)."""
-    front._dropped.value += 1
-    now = time.monotonic()
-    if now - front._last_drop_log > 10:
-        front._last_drop_log = now
-        log.warning("teletap: ingest queue full: %d item(s) not recorded so far; traffic is unaffected",
-                    front._dropped.value)
-
-
-class ProcessIngest:
+class ProcessIngest(_QueueFront):
     """Ingest in a worker process, so decoding and detection never take the proxy's GIL or core.
 
     The proxy side only pickles records into a bounded multiprocessing queue (on the queue's feeder
@@ -480,7 +482,6 @@ class ProcessIngest:
         self.ingest_kwargs = ingest_kwargs
         self.session_id: int | None = None
         self.stats = IngestStats()
-        self._last_drop_log = 0.0
         self._process: Any = None
 
     def start(self) -> int:
@@ -506,13 +507,6 @@ class ProcessIngest:
             raise RuntimeError(payload)
         self.session_id = payload
         return payload
-
-    def submit(self, record: Record) -> None:
-        """Queue a record; never blocks. A full queue is counted, logged and reported, never silent."""
-        try:
-            self.queue.put_nowait(record)
-        except queue.Full:
-            _count_drop(self)
 
     def stop(self, timeout: float = 120) -> IngestStats:
         if self._process is None:

@@ -14,14 +14,18 @@ import time
 from dataclasses import dataclass
 
 
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            return int(line[15:])
+    return 0
+
+
 async def _upstream_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
+            length = _content_length(head)
             if length:
                 await reader.readexactly(length)
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 3\r\n\r\nok\n")
@@ -74,10 +78,7 @@ async def _client(proxy_port: int, request: bytes, stop_at: float, warm_until: f
             writer.write(request)
             await writer.drain()
             head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
+            length = _content_length(head)
             if length:
                 await reader.readexactly(length)
             ok = head.startswith(b"HTTP/1.1 200")

@@ -173,3 +173,20 @@ def test_batches_are_bounded_by_stored_bytes(tmp_path: Path, pipeline: Pipeline)
     stats = ingest.stop()
     assert stats.recorded == 10
     assert max(batches) <= 3 and sum(batches) == 10  # never more than ~3 MiB of bodies held at once
+
+
+def test_process_ingest_counts_every_item_across_the_process_boundary(tmp_path: Path):
+    from teletap.ingest import ProcessIngest
+
+    db = tmp_path / "p.db"
+    ingest = ProcessIngest(db, dict(findings_key=b"k" * 32), queue_size=2, session_label="process")
+    session_id = ingest.start()
+    for i in range(3000):  # far faster than the worker drains a 2-item queue
+        ingest.submit(flow(b"{}", headers=[("content-type", "application/json")], fid=f"p{i}"))
+    stats = ingest.stop()
+    dropped = stats.unrecorded["ingest queue full"]
+    assert dropped > 0 and stats.recorded + dropped == 3000
+    (session,) = rows(db, "select * from sessions")
+    assert session["id"] == session_id and session["ended"]
+    assert session["items_recorded"] == stats.recorded and session["items_unrecorded"] == dropped
+    assert rows(db, "select count(*) as n from flows") == [{"n": stats.recorded}]
