@@ -108,12 +108,9 @@ def report(db: str, sessions: tuple[str, ...], since: str | None, until: str | N
             session_ids, base = resolve_sessions(conn, sessions, compare)
         except ReportError as e:
             _fail(str(e))
-        scope = Scope(sessions=session_ids, since=since_n, until=until_n, levels=parsed_levels, base_session=base,
-                      requested_sessions=sessions)
-        parameters = {"sessions": list(session_ids), "since": since_n, "until": until_n,
-                      "levels": [f"{p}={lv}" for p, lv in parsed_levels], "compare": base, "format": fmt}
+        scope = Scope(sessions=session_ids, since=since_n, until=until_n, levels=parsed_levels, base_session=base)
         options = ReportOptions(scope=scope, generated_at=stamp, title=title, database=db_path.name,
-                                parameters=parameters)
+                                parameters={"format": fmt})
         # Progress on stderr, so '--out -' keeps stdout for the report itself.
         with click.progressbar(length=table_count(scope) + 1, label="building report", file=sys.stderr) as bar:
             model = build_report(conn, options, progress=bar.update)

@@ -120,7 +120,7 @@ def test_report_does_not_write_to_the_database(db: Path, tmp_path: Path):
 
 def test_dns_names_and_progress_count(db: Path):
     """DNS rows (recorded only in DNS mode on a gateway) are summarised; the progress bar's length is exact."""
-    from teletap.report import ReportOptions, build_report, table_count
+    from teletap.report import ReportOptions, build_report, render, table_count
     from teletap.store import Row
 
     store = Store(db)
@@ -141,5 +141,7 @@ def test_dns_names_and_progress_count(db: Path):
             assert names == {"a.example.invalid": (2, 1), "b.example.invalid": (1, 1)}
             figures = {r["figure"]: r["value"] for r in report.table("key-figures").records()}
             assert figures["DNS queries"] == 3
+            # The Python API renders without CLI-only parameters.
+            assert "a.example.invalid" in render(report, "md").decode()
     finally:
         conn.close()

@@ -43,7 +43,7 @@ class ReportOptions:
     generated_at: str
     title: str = "DPIA evidence report"
     database: str = "teletap.db"
-    parameters: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)  # extra parameters to print (e.g. the format)
 
 
 class _Builder:
@@ -646,5 +646,9 @@ def build_report(conn: sqlite3.Connection, options: ReportOptions,
         sections.append(builder.appendix_section())
     finally:
         conn.execute("ROLLBACK")
+    scope = options.scope
+    parameters = {"sessions": list(scope.sessions), "since": scope.since, "until": scope.until,
+                  "levels": [f"{p}={lv}" for p, lv in scope.levels], "compare": scope.base_session,
+                  **options.parameters}
     return Report(title=options.title, generated_at=options.generated_at, teletap_version=__version__,
-                  database=options.database, parameters=options.parameters, sections=sections)
+                  database=options.database, parameters=parameters, sections=sections)

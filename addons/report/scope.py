@@ -11,7 +11,7 @@ import datetime as dt
 import re
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class ReportError(Exception):
@@ -96,7 +96,6 @@ class Scope:
     until: str | None = None
     levels: tuple[tuple[str, str], ...] = ()
     base_session: int | None = None
-    requested_sessions: tuple[str, ...] = field(default=())
 
     @property
     def session_list(self) -> str:
