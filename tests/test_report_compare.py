@@ -110,6 +110,9 @@ def test_summary_chart_and_prose(evidence: cap.Capture, compared: dict, tmp_path
     html = out.read_text()
     assert 'id="chart-compare"' in html and "<svg" in html
     assert "Destinations: 3 disappeared, 2 remained, 1 appeared." in html
+    after_flows = len(rows(evidence.db, "SELECT id FROM flows WHERE session_id = 2"))
+    assert f"At a glance: {after_flows} requests to 3 destinations; 0 personal-data findings" in html
+    assert "Compared with session 1: destinations 3 disappeared, 2 remained, 1 appeared;" in html
 
 
 def test_compare_without_session_covers_every_other_session(evidence: cap.Capture, tmp_path: Path):
