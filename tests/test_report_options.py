@@ -145,3 +145,53 @@ def test_dns_names_and_progress_count(db: Path):
             assert "a.example.invalid" in render(report, "md").decode()
     finally:
         conn.close()
+
+
+def _windows_db(path: Path) -> Path:
+    """Rows as the pipeline writes them for a Windows diagnostic-data endpoint (documented levels included)."""
+    from teletap.store import FlowRows
+
+    store = Store(path)
+    sid = store.start_session(label="windows", kind="live", options={}, signature_set_hash=None,
+                              mitmproxy_version=None)
+    sig = {"signature_id": "test.windows.cuet", "category": "diagnostic-data", "vendor": "Microsoft",
+           "data_flow": "first-party"}
+    store.replace_signatures([{"id": "test.windows.cuet", "name": "Windows diagnostic data (test)",
+                               "vendor": "Microsoft", "product": "Windows", "category": "diagnostic-data",
+                               "data_flow": "first-party", "essential": 0,
+                               "levels": '{"windows": ["required", "enhanced", "optional"]}', "controls": "[]"}])
+    events = [(WINDOWS_REQUIRED, "windows-required"), (WINDOWS_UNLISTED, "undocumented"),
+              ("Office.ClickToRun.UpdateStatus", "office-essential-service")]
+    store.write([FlowRows(
+        flow={"id": "w1", "session_id": sid, "request_time": "2026-11-25T10:00:00.000Z", "host": "v10.events.invalid",
+              "method": "POST", "path": "/OneCollector/1.0/", "request_sha256": "0" * 64, "event_count": 3, **sig},
+        events=[{"flow_id": "w1", "session_id": sid, "direction": "request", "position": i, "format": "1ds-bond",
+                 "name": name, "documented_level": level, **sig} for i, (name, level) in enumerate(events)])])
+    store.close()
+    return path
+
+
+WINDOWS_REQUIRED = "Microsoft.Windows.Appraiser.General.ChecksumTotalPictureCount"
+WINDOWS_UNLISTED = "Microsoft.Windows.Teletap.Unlisted"
+
+
+@pytest.mark.parametrize(("level", "beyond", "endpoint_flagged"), [
+    ("security", {WINDOWS_REQUIRED, WINDOWS_UNLISTED}, True),
+    ("required", {WINDOWS_UNLISTED}, False),
+    ("optional", set(), False),
+])
+def test_windows_levels(tmp_path: Path, level: str, beyond: set[str], endpoint_flagged: bool):
+    from teletap.report import ReportOptions, build_report
+
+    conn = connect(_windows_db(tmp_path / "w.db"), readonly=True)
+    try:
+        report = build_report(conn, ReportOptions(scope=Scope(sessions=(1,), levels=(("windows", level),)),
+                                                  generated_at=cap.GENERATED_AT))
+    finally:
+        conn.close()
+    # The Office essential-service event never counts against a Windows level.
+    assert {r["event"] for r in report.table("beyond-level-events").records()} == beyond
+    endpoints = report.table("beyond-level-endpoints").records()
+    assert [r["signature_id"] for r in endpoints] == (["test.windows.cuet"] if endpoint_flagged else [])
+    risks = {r["risk"]: r["evidence"] for r in report.table("risk-register").records()}
+    assert risks.get("Diagnostic events sent beyond the declared level", 0) == len(beyond)
