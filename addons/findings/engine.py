@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import dataclasses
 import json
 import logging
 import re
@@ -12,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, unquote_plus, urlsplit
+
+import ahocorasick
 
 from .detectors import CARD_KEYS, NUMERIC_CARD_CONFIDENCE, detect, geo_valid, key_before, key_has, org_host_regex
 from .identifiers import HOST_KINDS, Identifier, KnownHit, KnownMatcher
@@ -55,6 +58,38 @@ _BINARY_TYPES = ("image/", "video/", "audio/", "font/", "application/zip", "appl
 _LAT_KEYS = ("lat", "latitude")
 _LON_KEYS = ("lon", "lng", "long", "longitude")
 
+_UNSET: Any = object()
+# A key worth scanning as a value when the body is skipped for its events: a path, an address, a URL.
+_ODD_KEY = re.compile(r"[\\/@:% ]")
+
+
+class _Walk:
+    """What walking a flow's events collects: distinct (path, text, from a JSON number) segments, the event
+    positions each occurs at, and the remaining budgets (characters, nodes)."""
+
+    __slots__ = ("chars", "index", "nodes", "odd_keys", "segments", "truncated", "where")
+
+    def __init__(self, odd_keys: bool, chars: int):
+        self.odd_keys = odd_keys
+        self.chars = chars
+        self.nodes = MAX_NODES
+        self.truncated = False
+        self.index: dict[tuple[str, str, bool], int] = {}
+        self.segments: list[tuple[str, str, bool]] = []
+        self.where: list[list[int | None]] = []
+
+    def add(self, position: int | None, path: str, text: str, number: bool) -> None:
+        self.chars -= len(text) + 1
+        key = (path, text, number)
+        i = self.index.get(key)
+        if i is None:
+            self.index[key] = len(self.segments)
+            self.segments.append(key)
+            self.where.append([position])
+        else:
+            self.where[i].append(position)
+
+
 # Which candidate wins when several report the same value at the same place.
 _RANK_CANARY, _RANK_KNOWN, _RANK_PATTERN = 3, 2, 1
 
@@ -76,6 +111,10 @@ class _Candidate:
 def _bytes_text(s: str) -> str:
     """str -> byte text (UTF-8 bytes viewed as latin-1), the space every detector works in."""
     return s.encode("utf-8", "surrogatepass").decode("latin-1")
+
+
+def _word_char(c: str) -> bool:
+    return c.isalnum() or c == "_" or c >= "\x80"
 
 
 def _path_join(path: str, key: Any) -> str:
@@ -105,17 +144,97 @@ class FindingsEngine:
              content_type: str | None, events: Sequence[Any], data_flow: str | None) -> list[Finding]:
         """Findings for one request. Never raises: hostile traffic is normal input."""
         out: list[_Candidate] = []
-        for stage, args in ((self._scan_url, (url,)), (self._scan_headers, (request_headers,)),
-                            (self._scan_body, (body, content_type)), (self._scan_events, (events,))):
+        body_out: list[_Candidate] = []
+        event_out: list[_Candidate] = []
+        covered = False
+        try:
+            covered = self._body_is_events(body, content_type, events)
+        except Exception as e:
+            log.error("teletap: findings body coverage check failed: %s: %s", type(e).__name__, e)
+        complete = [False]
+        for stage, args, sink in ((self._scan_url, (url,), out), (self._scan_headers, (request_headers,), out),
+                                  (self._scan_events, (events, complete, covered), event_out)):
             try:
-                stage(*args, out=out)  # type: ignore[operator]
+                stage(*args, out=sink)  # type: ignore[operator]
             except Exception as e:  # a detector bug must cost one stage, not the flow's findings
                 log.error("teletap: findings stage %s failed: %s: %s", stage.__name__, type(e).__name__, e)
+        # A JSON body that parses into exactly the decoded events holds no value the event walk did not
+        # see (with a better key: the path): pattern detectors skip it and only the body spans of what the
+        # events revealed are located, for blanking. Known identifiers and tokens are still looked for.
+        covered = covered and complete[0]
         try:
-            return self._finish(out, data_flow if isinstance(data_flow, str) else None)
+            self._scan_body(body, content_type, out=body_out, patterns=not covered)
+        except Exception as e:
+            log.error("teletap: findings stage _scan_body failed: %s: %s", type(e).__name__, e)
+        spans: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        if covered:
+            try:
+                spans = self._value_spans(body, event_out)  # type: ignore[arg-type]
+            except Exception as e:
+                log.error("teletap: locating body spans failed: %s: %s", type(e).__name__, e)
+        out.extend(body_out)
+        out.extend(event_out)
+        try:
+            return self._finish(out, data_flow if isinstance(data_flow, str) else None, spans)
         except Exception as e:
             log.error("teletap: findings could not be assembled: %s: %s", type(e).__name__, e)
             return []
+
+    # -- body covered by its events ------------------------------------------------------------------
+    def _body_is_events(self, body: Any, content_type: Any, events: Any) -> bool:
+        """True if the body is JSON (one document, an array, or NDJSON) equal to the decoded events' data,
+        in order: then every value in the body is a value in the events."""
+        if not events or not body or not isinstance(body, bytes | bytearray) or len(body) > self.max_scan_bytes:
+            return False
+        if len(events) > MAX_EVENTS:
+            return False
+        ctype = content_type.lower() if isinstance(content_type, str) else ""
+        if ctype.startswith(_BINARY_TYPES) or bytes(body[:64]).lstrip()[:1] not in (b"{", b"["):
+            return False
+        datas = [self._event_parts(ev)[1] for ev in events]
+        try:
+            docs = [json.loads(body)]
+        except ValueError:
+            try:
+                docs = [json.loads(line) for line in bytes(body).split(b"\n") if line.strip()]
+            except ValueError:
+                return False
+        if datas[:len(docs)] == docs:
+            return True
+        return len(docs) == 1 and isinstance(docs[0], list) and datas[:len(docs[0])] == docs[0]
+
+    def _value_spans(self, body: bytes, found: list[_Candidate]) -> dict[tuple[str, str], list[tuple[int, int]]]:
+        """Body spans of the pattern values found in events, as a JSON body writes them: one Aho-Corasick
+        pass over the ASCII-lower-cased body, whole tokens only (not inside a longer word)."""
+        needles: dict[str, list[tuple[str, str]]] = {}
+        for c in found:
+            if c.rank != _RANK_PATTERN or c.vendor or c.confidence < self.min_confidence or not c.value:
+                continue
+            parts = c.value.split(",") if c.kind == "geo" else (c.value,)
+            for part in parts:
+                for form in {part, json.dumps(part)[1:-1], json.dumps(part, ensure_ascii=False)[1:-1]}:
+                    key = _bytes_text(form).encode("latin-1").lower().decode("latin-1")
+                    if key:
+                        owners = needles.setdefault(key, [])
+                        if (c.kind, c.value) not in owners:
+                            owners.append((c.kind, c.value))
+        if not needles:
+            return {}
+        automaton = ahocorasick.Automaton()
+        for key, owners in needles.items():
+            automaton.add_word(key, (len(key), owners))
+        automaton.make_automaton()
+        text = bytes(body).lower().decode("latin-1")
+        n = len(text)
+        spans: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        for end, (length, owners) in automaton.iter(text):
+            start = end + 1 - length
+            if (start > 0 and _word_char(text[start - 1]) and _word_char(text[start])) or (
+                    end + 1 < n and _word_char(text[end + 1]) and _word_char(text[end])):
+                continue
+            for owner in owners:
+                spans.setdefault(owner, []).append((start, end + 1))
+        return spans
 
     # -- text scanning ------------------------------------------------------------------------------
     def _scan_text(self, t: str, *, location: str, out: list[_Candidate], default_key: str | None = None,
@@ -219,44 +338,50 @@ class FindingsEngine:
                             default_key=lname)
 
     # -- body ---------------------------------------------------------------------------------------
-    def _scan_body(self, body: bytes | None, content_type: str | None, *, out: list[_Candidate]) -> None:
+    def _scan_body(self, body: bytes | None, content_type: str | None, *, out: list[_Candidate],
+                   patterns: bool = True) -> None:
         if not body or not isinstance(body, bytes | bytearray | memoryview):
             return
         data = bytes(body[:self.max_scan_bytes])
         ctype = (content_type or "").lower() if isinstance(content_type, str) else ""
         # Pattern detectors on images or archives report noise; planted values are still looked for.
         binary = ctype.startswith(_BINARY_TYPES)
-        self._scan_text(data.decode("latin-1"), location="body", out=out, body_offset=0, patterns=not binary)
+        self._scan_text(data.decode("latin-1"), location="body", out=out, body_offset=0,
+                        patterns=patterns and not binary)
 
     # -- decoded events -----------------------------------------------------------------------------
-    def _scan_events(self, events: Sequence[Any], *, out: list[_Candidate]) -> None:
-        # (event position, path, byte text, came from a JSON number)
-        segments: list[tuple[int | None, str, str, bool]] = []
-        budget = [self.max_scan_bytes, MAX_NODES]
+    def _scan_events(self, events: Sequence[Any], complete: list[bool], odd_keys: bool, *,
+                     out: list[_Candidate]) -> None:
+        """complete[0] is set when every event was walked to the end (no limit cut it short). odd_keys: also
+        scan keys that are not field names (paths, addresses) as values."""
+        walk = _Walk(odd_keys, self.max_scan_bytes)
+        truncated = False
         for n, ev in enumerate(events or ()):
-            if n >= MAX_EVENTS or budget[0] <= 0 or budget[1] <= 0:
+            if n >= MAX_EVENTS or walk.chars <= 0 or walk.nodes <= 0:
+                truncated = True
                 break
             position, data, pii = self._event_parts(ev)
             try:
-                self._walk(data, position, segments, budget, out)
+                self._walk(data, position, walk, out)
             except Exception as e:
+                truncated = True
                 log.error("teletap: walking event %s failed: %s: %s", position, type(e).__name__, e)
             try:
                 self._vendor_annotations(data, pii, position, out)
             except Exception as e:
                 log.error("teletap: vendor PII annotations of event %s failed: %s: %s", position, type(e).__name__, e)
+        complete[0] = not truncated and not walk.truncated
+        segments, where = walk.segments, walk.where
         if not segments:
             return
-        # One text for all events: each detector and the automaton run once per flow, not per string.
+        # One text for all distinct (path, value) pairs: each detector and the automaton run once per flow,
+        # and a value that every event repeats (a device id) is examined once, then reported per event.
         starts: list[int] = []
-        pieces: list[str] = []
-        numeric = [n for _, _, _, n in segments]
         offset = 0
-        for _, _, text, _ in segments:
+        for _, text, _ in segments:
             starts.append(offset)
-            pieces.append(text)
             offset += len(text) + 1
-        big = "\x00".join(pieces)
+        big = "\x00".join([text for _, text, _ in segments])
 
         def seg_of(pos: int) -> int:
             return bisect.bisect_right(starts, pos) - 1
@@ -266,32 +391,37 @@ class FindingsEngine:
             floor = starts[i]
             # Most event strings are plain values: look for "key:"/"key=" inside only if one can be there.
             if big.find(":", floor, pos) >= 0 or big.find("=", floor, pos) >= 0:
-                return key_before(big, pos, floor=floor) or segments[i][1]
-            return segments[i][1]
+                return key_before(big, pos, floor=floor) or segments[i][0]
+            return segments[i][0]
 
-        def place(start: int) -> tuple[str, int | None]:
-            i = seg_of(start)
-            return f"event:{segments[i][1]}", segments[i][0]
-
-        hint = big.lower() + "\x00" + "\x00".join(dict.fromkeys(p for _, p, _, _ in segments)).lower()
+        hint = big.lower() + "\x00" + "\x00".join(dict.fromkeys(p for p, _, _ in segments)).lower()
         for h in detect(big, ctx, self.org_hosts, hint, self.min_confidence):
+            i = seg_of(h.start)
             if h.kind == "payment-card" and h.confidence > NUMERIC_CARD_CONFIDENCE and \
-                    numeric[seg_of(h.start)] and not key_has(ctx(h.start), CARD_KEYS):
+                    segments[i][2] and not key_has(ctx(h.start), CARD_KEYS):
                 h.confidence = NUMERIC_CARD_CONFIDENCE  # a JSON number: see detectors.json_number_at
-            loc, position = place(h.start)
-            out.append(_Candidate(h.kind, h.detector, h.confidence, loc, h.value, position, None, h.prefix,
-                                  _RANK_PATTERN))
+            loc = f"event:{segments[i][0]}"
+            for position in where[i]:
+                out.append(_Candidate(h.kind, h.detector, h.confidence, loc, h.value, position, None, h.prefix,
+                                      _RANK_PATTERN))
         for k in self.known.find(big):
-            loc, position = place(k.start)
-            out.append(self._known_candidate(k, loc, position, None))
+            i = seg_of(k.start)
+            loc = f"event:{segments[i][0]}"
+            for position in where[i]:
+                out.append(self._known_candidate(k, loc, position, None))
         if "eyJ" in big:
-            with_tokens = [seg for seg in segments if "eyJ" in seg[2]]
-            for position, path, text, _ in with_tokens[:MAX_JWT_STRINGS]:
+            with_tokens = [i for i, seg in enumerate(segments) if "eyJ" in seg[1]]
+            budget = MAX_JWT_STRINGS
+            for i in with_tokens:
+                if budget <= 0:
+                    break
+                path, text, _ = segments[i]
                 sub: list[_Candidate] = []
                 self._scan_jwts(text, location=f"event:{path}", out=sub, default_key=path, body_offset=None)
-                for c in sub:
-                    c.event_position = position
-                out.extend(sub)
+                for position in where[i][:budget]:
+                    for c in sub:
+                        out.append(dataclasses.replace(c, event_position=position))
+                budget -= len(where[i])
 
     @staticmethod
     def _event_parts(ev: Any) -> tuple[int | None, Any, Any]:
@@ -302,55 +432,84 @@ class FindingsEngine:
                                    getattr(ev, "pii", None))
         return (position if isinstance(position, int) and not isinstance(position, bool) else None), data, pii
 
-    def _walk(self, data: Any, position: int | None, segments: list[tuple[int | None, str, str, bool]],
-              budget: list[int], out: list[_Candidate]) -> None:
+    def _walk(self, data: Any, position: int | None, walk: _Walk, out: list[_Candidate]) -> None:
         """Depth-first over JSON-like data (iterative: hostile nesting must not hit the recursion limit)."""
         stack: list[tuple[str, Any, int]] = [("", data, 0)]
-        while stack and budget[0] > 0 and budget[1] > 0:
+        add = walk.add
+        odd_keys = walk.odd_keys
+        while stack:
+            if walk.chars <= 0 or walk.nodes <= 0:
+                walk.truncated = True
+                return
             path, node, depth = stack.pop()
-            budget[1] -= 1
-            number = False
-            if isinstance(node, str):
-                text = _bytes_text(node[:budget[0]])
-            elif isinstance(node, bool) or node is None:
+            walk.nodes -= 1
+            kind = type(node)
+            if kind is str:
+                text = node[:walk.chars]
+                if not text.isascii():  # ASCII (most telemetry) is already byte text
+                    text = _bytes_text(text)
+                if text:
+                    add(position, path, text, False)
+            elif kind is dict:
+                if depth >= MAX_DEPTH:
+                    walk.truncated = walk.truncated or bool(node)
+                    continue
+                items = list(node.items())
+                if len(items) > walk.nodes:
+                    walk.truncated = True
+                    items = items[:walk.nodes]
+                lat = lon = _UNSET
+                for k, v in reversed(items):
+                    if type(k) is not str:
+                        k = str(k)
+                    child = f"{path}.{k}" if path else k
+                    stack.append((child, v, depth + 1))
+                    if len(k) <= 9 and k[:1] in ("l", "L"):
+                        lk = k.lower()
+                        # reversed: the first seen is the last in the object, which is what a parser keeps
+                        if lk in _LAT_KEYS and lat is _UNSET:
+                            lat = v
+                        elif lk in _LON_KEYS and lon is _UNSET:
+                            lon = v
+                    elif len(k) >= 6 and ("@" in k or "%40" in k):
+                        # Maps keyed by address ({"jane@…": …}); other keys are field names.
+                        add(position, child, _bytes_text(k[:256]), False)
+                    elif odd_keys and not k.isalnum() and _ODD_KEY.search(k):
+                        add(position, child, _bytes_text(k[:256]), False)
+                if lat is not _UNSET and lon is not _UNSET and len(node) >= 2:
+                    self._geo_pair(lat, lon, path, position, out)
+            elif kind is list or kind is tuple or isinstance(node, list | tuple):
+                if depth >= MAX_DEPTH:
+                    walk.truncated = walk.truncated or bool(node)
+                    continue
+                count = len(node)
+                if count > walk.nodes:
+                    walk.truncated = True
+                    count = walk.nodes
+                for i in range(count - 1, -1, -1):
+                    stack.append((f"{path}[{i}]", node[i], depth + 1))
+            elif kind is int or kind is float:
+                add(position, path, repr(node), True)
+            elif kind is bool or node is None:
+                continue
+            elif isinstance(node, str):
+                text = _bytes_text(node[:walk.chars])
+                if text:
+                    add(position, path, text, False)
+            elif isinstance(node, bool):
                 continue
             elif isinstance(node, int | float):
-                text, number = repr(node), True
+                add(position, path, repr(node), True)
             elif isinstance(node, bytes | bytearray):
-                text = bytes(node[:budget[0]]).decode("latin-1")
+                text = bytes(node[:walk.chars]).decode("latin-1")
+                if text:
+                    add(position, path, text, False)
             elif isinstance(node, dict):
-                if depth < MAX_DEPTH:
-                    self._geo_keys(node, path, position, out)
-                    items = list(node.items())
-                    for k, v in reversed(items[:budget[1]]):
-                        child = _path_join(path, k if isinstance(k, str) else str(k))
-                        stack.append((child, v, depth + 1))
-                        if isinstance(k, str) and len(k) >= 6 and ("@" in k or "%40" in k):
-                            # Maps keyed by address ({"jane@…": …}); other keys are field names.
-                            segments.append((position, child, _bytes_text(k[:256]), False))
-                continue
-            elif isinstance(node, list | tuple):
-                if depth < MAX_DEPTH:
-                    for i in range(min(len(node), budget[1]) - 1, -1, -1):
-                        stack.append((_path_join(path, i), node[i], depth + 1))
-                continue
-            else:
-                continue
-            if text:
-                budget[0] -= len(text) + 1
-                segments.append((position, path, text, number))
+                # A dict subclass: walk it as a plain dict.
+                stack.append((path, dict(node), depth))
+                walk.nodes += 1
 
-    def _geo_keys(self, node: dict, path: str, position: int | None, out: list[_Candidate]) -> None:
-        lat = lon = None
-        if len(node) < 2:
-            return
-        for k, v in node.items():
-            if isinstance(k, str) and len(k) <= 9:
-                lk = k.lower()
-                if lk in _LAT_KEYS:
-                    lat = v
-                elif lk in _LON_KEYS:
-                    lon = v
+    def _geo_pair(self, lat: Any, lon: Any, path: str, position: int | None, out: list[_Candidate]) -> None:
         if lat is None or lon is None or isinstance(lat, bool) or isinstance(lon, bool):
             return
         try:
@@ -387,46 +546,94 @@ class FindingsEngine:
                                   _RANK_PATTERN, vendor=True))
 
     # -- assembly -----------------------------------------------------------------------------------
-    def _finish(self, candidates: Iterable[_Candidate], data_flow: str | None) -> list[Finding]:
-        groups: dict[tuple[str, int | None, str, bool], list[tuple[_Candidate, str]]] = {}
-        hashes: dict[str, str] = {}  # one HMAC per distinct value: batches repeat the same values
+    def _finish(self, candidates: Iterable[_Candidate], data_flow: str | None,
+                body_spans: dict[tuple[str, str], list[tuple[int, int]]] | None = None) -> list[Finding]:
+        groups: dict[tuple[str, int | None, str, bool], list[_Candidate]] = {}
+        # One normalisation and HMAC per distinct value: batches repeat the same values in every event.
+        hashes: dict[tuple[str, str], str] = {}
+        by_norm: dict[str, str] = {}
+        min_conf = self.min_confidence
         for c in candidates:
-            if c.confidence < self.min_confidence:
+            if c.confidence < min_conf:
                 continue
-            norm = normalise(c.kind, c.value)
-            h = hashes.get(norm)
+            h = hashes.get((c.kind, c.value))
             if h is None:
-                h = hashes[norm] = value_hash(self.key, norm)
-            groups.setdefault((c.location, c.event_position, h, c.vendor), []).append((c, norm))
+                norm = normalise(c.kind, c.value)
+                h = by_norm.get(norm)
+                if h is None:
+                    h = by_norm[norm] = value_hash(self.key, norm)
+                hashes[(c.kind, c.value)] = h
+            key = (c.location, c.event_position, h, c.vendor)
+            members = groups.get(key)
+            if members is None:
+                groups[key] = [c]
+            else:
+                members.append(c)
+        previews: dict[tuple[str, str, str], str] = {}
+        severities: dict[str, str] = {}
         findings: list[Finding] = []
+        store_clear = self.store_clear
+
+        def emit(kind: str, detector: str, best: _Candidate, location: str, position: int | None, h: str,
+                 spans: list[tuple[int, int]]) -> None:
+            pkey = (kind, best.prefix, best.value)
+            shown = previews.get(pkey)
+            if shown is None:
+                shown = previews[pkey] = (best.prefix + preview(_VENDOR_PREVIEW.get(kind, kind), best.value)
+                                          if best.value else "(value not found)")
+            severity = severities.get(kind)
+            if severity is None:
+                severity = severities[kind] = severity_for(kind, data_flow)
+            findings.append(Finding(
+                kind=kind, detector=detector, confidence=round(best.confidence, 3), severity=severity,
+                location=location, preview=shown, value_hash=h, value=best.value if store_clear else None,
+                event_position=position, span=spans[0] if spans else None, extra_spans=tuple(spans[1:]),
+            ))
+
         for (location, position, h, _), members in groups.items():
-            top = max(c.rank for c, _ in members)
-            kept: dict[tuple[str, str], list[_Candidate]] = {}
-            for c, _ in members:
-                if c.rank == top:
-                    kept.setdefault((c.kind, c.detector), []).append(c)
-            # Spans of outranked candidates (a regex e-mail under a known e-mail) still need blanking.
-            leftover = sorted({c.span for c, _ in members if c.rank != top and c.span is not None})
-            for (kind, detector), cs in kept.items():
-                best = max(cs, key=lambda c: c.confidence)
-                spans = sorted({c.span for c in cs if c.span is not None} | set(leftover))
-                leftover = []
-                findings.append(Finding(
-                    kind=kind, detector=detector, confidence=round(best.confidence, 3),
-                    severity=severity_for(kind, data_flow), location=location,
-                    preview=(best.prefix + preview(_VENDOR_PREVIEW.get(kind, kind), best.value)
-                             if best.value else "(value not found)"),
-                    value_hash=h, value=best.value if self.store_clear else None, event_position=position,
-                    span=spans[0] if spans else None, extra_spans=tuple(spans[1:]),
-                ))
-                if len(findings) >= MAX_FINDINGS:
-                    return findings
+            if len(members) == 1:  # the common case: one detector, one occurrence
+                c = members[0]
+                emit(c.kind, c.detector, c, location, position, h, [c.span] if c.span is not None else [])
+            else:
+                top = max(c.rank for c in members)
+                kept: dict[tuple[str, str], list[_Candidate]] = {}
+                for c in members:
+                    if c.rank == top:
+                        kept.setdefault((c.kind, c.detector), []).append(c)
+                # Spans of outranked candidates (a regex e-mail under a known e-mail) still need blanking.
+                leftover = sorted({c.span for c in members if c.rank != top and c.span is not None})
+                for (kind, detector), cs in kept.items():
+                    best = max(cs, key=lambda c: c.confidence)
+                    spans = sorted({c.span for c in cs if c.span is not None} | set(leftover))
+                    leftover = []
+                    emit(kind, detector, best, location, position, h, spans)
+                    if len(findings) >= MAX_FINDINGS:
+                        return findings
+            if len(findings) >= MAX_FINDINGS:
+                return findings
+        if body_spans:
+            # Body occurrences of values found in events (the body itself was not pattern-scanned): they
+            # travel with the event finding, exactly as folded body findings do below.
+            by_hash: dict[tuple[str, str], list[tuple[int, int]]] = {}
+            for (kind, value), spans in body_spans.items():
+                h = hashes.get((kind, value))
+                if h is not None:
+                    by_hash.setdefault((kind, h), []).extend(spans)
+            done: set[tuple[str, str]] = set()
+            for f in findings:
+                key = (f.kind, f.value_hash)
+                if f.event_position is not None and f.detector != "vendor-annotation" and key in by_hash \
+                        and key not in done:
+                    done.add(key)
+                    f.extra_spans = tuple(sorted(set(f.extra_spans) | set(by_hash[key])))
         return _fold_body_into_events(findings)
 
 
 def _fold_body_into_events(findings: list[Finding]) -> list[Finding]:
     """A value found in the raw body and again in a decoded event is one datum: report it once, at its
     event path (which says what the field is), carrying the body spans along so blanking still works."""
+    if not any(f.location == "body" for f in findings):
+        return findings
     in_events: dict[tuple[str, str], Finding] = {}
     for f in findings:
         if f.event_position is not None and f.detector != "vendor-annotation":
