@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from .cli import DEFAULT_DB
+from .report.render import DEFAULT_PDF_MAX_ROWS
 
 FORMAT_NAMES = ("html", "md", "pdf", "json", "cnil-pia")
 
@@ -59,11 +60,14 @@ def _write(out: str, data: bytes) -> None:
 @click.option("--generated-at", metavar="TIME",
               help="Generation time to print (ISO-8601); fix it to make reruns byte-identical. Default: now.")
 @click.option("--title", default="DPIA evidence report", show_default=True, help="Report title.")
+@click.option("--pdf-max-rows", default=DEFAULT_PDF_MAX_ROWS, show_default=True, type=click.IntRange(min=0),
+              help="PDF only: print at most this many rows per table (0: all) and say where a table is cut; "
+                   "WeasyPrint needs about 0.1 s per page. Other formats always hold every row.")
 @click.option("--templates", type=click.Path(file_okay=False, exists=True),
               help="Folder of templates overriding the bundled ones in reports/ (same file names).")
 def report(db: str, sessions: tuple[str, ...], since: str | None, until: str | None, compare: str | None,
            levels: tuple[str, ...], fmt: str, out: str | None, generated_at: str | None, title: str,
-           templates: str | None) -> None:
+           pdf_max_rows: int, templates: str | None) -> None:
     """Write a DPIA evidence report: what was sent where, which personal data, what could not be seen.
 
     Sections follow GDPR Art. 35(7); every table carries the SQL that produced it, and two runs on the
@@ -115,7 +119,7 @@ def report(db: str, sessions: tuple[str, ...], since: str | None, until: str | N
         with click.progressbar(length=table_count(scope) + 1, label="building report", file=sys.stderr) as bar:
             model = build_report(conn, options, progress=bar.update)
             try:
-                data = render(model, fmt, Path(templates) if templates else None)
+                data = render(model, fmt, Path(templates) if templates else None, pdf_max_rows)
             except PdfUnavailable as e:
                 _fail(str(e))
             bar.update(1)

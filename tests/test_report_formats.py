@@ -15,6 +15,7 @@ from teletap.report.cnil import GAUGE_QUESTIONS, LIST_QUESTIONS, TEXT_QUESTIONS
 from teletap.report.render import md_cell
 
 from . import test_report_capture as cap
+from .support import rows
 
 pytestmark = pytest.mark.e2e
 
@@ -148,7 +149,7 @@ def test_cnil_pia_file_matches_the_tool_structure(outputs: dict[str, Path], mode
     assert pia["evaluations"] == [] and pia["comments"] == []  # judgements are left to the evaluators
 
 
-def test_pdf_renders_to_png(evidence: cap.Capture, tmp_path: Path):
+def require_pdf_tools() -> None:
     pytest.importorskip("weasyprint", reason="PDF output needs WeasyPrint (pip install weasyprint)")
     try:
         import weasyprint  # noqa: F401  # importing loads Pango: fails with OSError if libpango is missing
@@ -156,11 +157,19 @@ def test_pdf_renders_to_png(evidence: cap.Capture, tmp_path: Path):
         pytest.skip(f"WeasyPrint cannot load Pango ({e}); apt-get install libpango-1.0-0 libpangoft2-1.0-0")
     if shutil.which("pdftoppm") is None or shutil.which("pdftotext") is None:
         pytest.skip("pdftoppm/pdftotext not installed (apt-get install poppler-utils)")
+
+
+def pdf_text(pdf: Path) -> str:
+    return subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+
+
+def test_pdf_renders_to_png(evidence: cap.Capture, tmp_path: Path):
+    require_pdf_tools()
     pdf = tmp_path / "report.pdf"
     cap.teletap_report("--db", str(evidence.db), "--compare", "1", "--session", "2", "--level", "office=neither",
                        "--format", "pdf", "--out", str(pdf), "--generated-at", cap.GENERATED_AT)
     assert pdf.read_bytes().startswith(b"%PDF-")
-    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    text = pdf_text(pdf)
     assert "DPIA evidence report" in text and "Evidence appendix" in text and "Before and after" in text
     assert "WITH scope_flows AS" in text  # the SQL is printed on paper too
     ARTIFACTS.mkdir(exist_ok=True)
@@ -172,3 +181,16 @@ def test_pdf_renders_to_png(evidence: cap.Capture, tmp_path: Path):
     assert len(pages) >= 5
     assert all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 2000 for p in pages)
     shutil.copy(pdf, ARTIFACTS / "report-compare.pdf")
+
+
+def test_pdf_cuts_long_tables_and_says_so(evidence: cap.Capture, tmp_path: Path):
+    require_pdf_tools()
+    pdf = tmp_path / "cut.pdf"
+    cap.teletap_report("--db", str(evidence.db), "--session", "1", "--format", "pdf", "--pdf-max-rows", "2",
+                       "--out", str(pdf), "--generated-at", cap.GENERATED_AT)
+    text = " ".join(pdf_text(pdf).split())
+    flows = len(rows(evidence.db, "SELECT id FROM flows WHERE session_id = 1"))
+    assert f"This printed table shows the first 2 of {flows} rows." in text
+    first, *later = [r["id"] for r in rows(evidence.db, "SELECT id FROM flows WHERE session_id = 1 "
+                                                        "ORDER BY request_time, id")]
+    assert first[:8] in text and later[-1][:8] not in text.split("A.1 Flows", 1)[1].split("A.2", 1)[0]

@@ -59,9 +59,11 @@ def environment(template_dir: Path | None = None) -> jinja2.Environment:
     return env
 
 
-def render_html(report: Report, env: jinja2.Environment, *, for_pdf: bool = False) -> str:
+def render_html(report: Report, env: jinja2.Environment, *, for_pdf: bool = False, max_rows: int = 0) -> str:
+    """``max_rows`` (PDF only, 0 = all) caps the rows printed per table; the document says so where it cuts."""
     css = env.get_template("style.css").render()
-    return env.get_template("report.html.j2").render(report=report, css=css, for_pdf=for_pdf)
+    return env.get_template("report.html.j2").render(report=report, css=css, for_pdf=for_pdf,
+                                                     max_rows=max_rows if for_pdf else 0)
 
 
 def render_markdown(report: Report, env: jinja2.Environment) -> str:
@@ -76,7 +78,12 @@ class PdfUnavailable(RuntimeError):
     """WeasyPrint or the system libraries it needs (Pango) are missing."""
 
 
-def render_pdf(report: Report, env: jinja2.Environment) -> bytes:
+# WeasyPrint needs ~0.1 s and several MB per page; beyond this many rows a table is cut on paper (with a note)
+# and stays complete in the HTML, Markdown and JSON formats and through its SQL.
+DEFAULT_PDF_MAX_ROWS = 500
+
+
+def render_pdf(report: Report, env: jinja2.Environment, max_rows: int = DEFAULT_PDF_MAX_ROWS) -> bytes:
     try:
         import weasyprint
     except (ImportError, OSError) as e:  # OSError: WeasyPrint installed but libpango missing
@@ -84,14 +91,15 @@ def render_pdf(report: Report, env: jinja2.Environment) -> bytes:
             f"PDF output needs WeasyPrint and Pango ({e}). Install them with "
             "'pip install weasyprint' and 'apt-get install libpango-1.0-0 libpangoft2-1.0-0', or write HTML "
             "and print it to PDF from a browser.") from e
-    html = render_html(report, env, for_pdf=True)
+    html = render_html(report, env, for_pdf=True, max_rows=max_rows)
     # No base URL: the document references nothing outside itself. A fixed identifier and the report's own
     # generation time (from the HTML meta tags) keep two PDFs of the same database byte-identical.
     document = weasyprint.HTML(string=html, base_url=None).render()
     return document.write_pdf(pdf_identifier=b"teletap-report", uncompressed_pdf=False)
 
 
-def render(report: Report, fmt: str, template_dir: Path | None = None) -> bytes:
+def render(report: Report, fmt: str, template_dir: Path | None = None,
+           pdf_max_rows: int = DEFAULT_PDF_MAX_ROWS) -> bytes:
     env = environment(template_dir)
     if fmt == "html":
         return render_html(report, env).encode()
@@ -100,7 +108,7 @@ def render(report: Report, fmt: str, template_dir: Path | None = None) -> bytes:
     if fmt == "json":
         return render_json(report).encode()
     if fmt == "pdf":
-        return render_pdf(report, env)
+        return render_pdf(report, env, pdf_max_rows)
     if fmt == "cnil-pia":
         from .cnil import render_cnil_pia
 
