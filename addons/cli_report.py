@@ -40,7 +40,7 @@ def _write(out: str, data: bytes) -> None:
         raise
 
 
-@click.command("report")
+@click.command("report", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--db", default=DEFAULT_DB, show_default=True, type=click.Path(dir_okay=False),
               help="Evidence database to report on (opened read-only).")
 @click.option("--session", "sessions", multiple=True, metavar="ID|LABEL",
