@@ -24,10 +24,6 @@ THIRD_PARTY = "({a}data_flow IN ('third-party', 'vendor-affiliate') OR {a}catego
 FIRST_FLOW = "MIN(f.request_time || ' ' || f.id) AS first_flow"
 SEVERITY_ORDER = "CASE {c} WHEN 'high' THEN 0 WHEN 'medium' THEN 1 WHEN 'low' THEN 2 ELSE 3 END"
 
-# Every section in the order the documents show them; the progress bar counts tables.
-SECTION_IDS = ("scope", "flows", "personal-data", "third-parties", "undocumented", "blind-spots", "levels",
-               "compare", "risks", "appendix")
-
 
 def undocumented(alias: str = "") -> str:
     return UNDOCUMENTED.format(a=f"{alias}." if alias else "")
