@@ -55,6 +55,11 @@ _PATH_SPLIT = re.compile(r"[.\[\]/:]+")
 
 
 def key_before(t: str, pos: int, floor: int = 0) -> str | None:
+    # The pattern ends at pos with `[:=]\s{0,3}["']?(?:[a-z]:)?`: without ':' or '=' in the last 7
+    # characters it cannot match, and most values (paths, names) are not preceded by one.
+    near = t[max(floor, pos - 7):pos]
+    if ":" not in near and "=" not in near:
+        return None
     window = t[max(floor, pos - 80):pos]
     if not window:
         return None
@@ -648,18 +653,24 @@ _PHONE_HINTS = ("phone", "mobile", "msisdn", "fax", "gsm", "cell", "tel:", "\"te
 # RE2 prefilters: each is a relaxation of its detector's pattern (no lookarounds, which RE2 lacks), so
 # "no match" here means no match there. RE2 rejects a text in one DFA pass, an order of magnitude
 # faster than a backtracking scan; texts that pass get the precise Python pattern and validators.
+_WS = r"[ \t\n\r\f\v]"  # Python's ASCII \s (RE2's \s lacks \v)
 _PREFILTER_SOURCES: dict[Callable[[str, ContextFn], list[Hit]], str] = {
     _emails: r"[A-Za-z0-9\x{80}-\x{ff}._%+-](@|%40)[A-Za-z0-9-]{1,63}\.",
     _ipv4: r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
-    _ipv6: r"(?:[0-9A-Fa-f]{1,4}:|:){2,7}(?:[0-9A-Fa-f]{1,4}|:)",
+    # Single-character lookarounds become a consumed character or the text's edge: still a relaxation,
+    # but one that rejects the clocks, counters and GUIDs every telemetry batch is full of.
+    _ipv6: r"(?:^|[^\w:.])(?:[0-9A-Fa-f]{1,4}:|:){2,7}(?:[0-9A-Fa-f]{1,4}|:)(?:%[0-9A-Za-z]{1,16})?(?:$|[^\w:.])",
     _macs: r"[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}",
     _sids: r"[Ss]-1-\d{1,3}-\d",
+    _guids: r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}",
+    _documents: r"(?i)\.(?:doc|xls|ppt|pdf|one|msg|eml|vsd|od[tsp]|rtf|pst|ost)",
     _ibans: r"[A-Z]{2}\d{2} ?[A-Z0-9]{4} ?[A-Z0-9]{4}",
-    _cards: r"\d(?:[ -]?\d){12}",
+    _cards: r"(?:^|[^\d.-])\d(?:[ -]?\d){12,18}(?:$|[^\d-])",
     _bsns: r"\d{9}|\d{4}\.\d{2}\.\d{3}",
     _ssns: r"\d{3}-\d{2}-\d{4}",
     _ssns_bare: r"\d{9}",
-    _geo: r"\d\.\d{2}|(?i:lat)",
+    _geo: (rf"(?:^|[^\w.-])-?\d{{1,2}}\.\d{{4,12}}{_WS}{{0,2}},{_WS}{{0,2}}-?\d{{1,3}}\.\d{{4,12}}(?:$|[^\w.])"
+           r"|(?i:lat)"),
 }
 try:
     import re2  # google-re2, a declared dependency

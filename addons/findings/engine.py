@@ -59,6 +59,7 @@ _LAT_KEYS = ("lat", "latitude")
 _LON_KEYS = ("lon", "lng", "long", "longitude")
 
 _UNSET: Any = object()
+_JSON_ESCAPED = re.compile(r'[^\x20-\x7e]|["\\/]')  # characters a JSON writer may escape
 # A key worth scanning as a value when the body is skipped for its events: a path, an address, a URL.
 _ODD_KEY = re.compile(r"[\\/@:% ]")
 
@@ -80,6 +81,8 @@ class _Walk:
 
     def add(self, position: int | None, path: str, text: str, number: bool) -> None:
         self.chars -= len(text) + 1
+        if self.chars < 0:  # this text may have been cut at the budget
+            self.truncated = True
         key = (path, text, number)
         i = self.index.get(key)
         if i is None:
@@ -207,17 +210,20 @@ class FindingsEngine:
         """Body spans of the pattern values found in events, as a JSON body writes them: one Aho-Corasick
         pass over the ASCII-lower-cased body, whole tokens only (not inside a longer word)."""
         needles: dict[str, list[tuple[str, str]]] = {}
-        for c in found:
-            if c.rank != _RANK_PATTERN or c.vendor or c.confidence < self.min_confidence or not c.value:
-                continue
-            parts = c.value.split(",") if c.kind == "geo" else (c.value,)
+        values = dict.fromkeys((c.kind, c.value) for c in found if c.rank == _RANK_PATTERN and not c.vendor
+                               and c.confidence >= self.min_confidence and c.value)
+        for kind, value in values:
+            parts = value.split(",") if kind == "geo" else (value,)
             for part in parts:
-                for form in {part, json.dumps(part)[1:-1], json.dumps(part, ensure_ascii=False)[1:-1]}:
+                forms = {part}
+                if _JSON_ESCAPED.search(part):  # how a JSON writer may have spelled it
+                    forms |= {json.dumps(part)[1:-1], json.dumps(part, ensure_ascii=False)[1:-1]}
+                for form in forms:
                     key = _bytes_text(form).encode("latin-1").lower().decode("latin-1")
                     if key:
                         owners = needles.setdefault(key, [])
-                        if (c.kind, c.value) not in owners:
-                            owners.append((c.kind, c.value))
+                        if (kind, value) not in owners:
+                            owners.append((kind, value))
         if not needles:
             return {}
         automaton = ahocorasick.Automaton()
@@ -433,81 +439,91 @@ class FindingsEngine:
         return (position if isinstance(position, int) and not isinstance(position, bool) else None), data, pii
 
     def _walk(self, data: Any, position: int | None, walk: _Walk, out: list[_Candidate]) -> None:
-        """Depth-first over JSON-like data (iterative: hostile nesting must not hit the recursion limit)."""
-        stack: list[tuple[str, Any, int]] = [("", data, 0)]
-        add = walk.add
-        odd_keys = walk.odd_keys
-        while stack:
-            if walk.chars <= 0 or walk.nodes <= 0:
-                walk.truncated = True
+        """Depth-first, in document order, over JSON-like data. Recursive, but nesting is cut at MAX_DEPTH
+        (far below the recursion limit), so hostile nesting costs nothing."""
+        if data is not None:
+            self._node("", data, 0, position, walk, out)
+
+    def _node(self, path: str, node: Any, depth: int, position: int | None, walk: _Walk,
+              out: list[_Candidate]) -> None:
+        if walk.chars <= 0 or walk.nodes <= 0:
+            walk.truncated = True
+            return
+        walk.nodes -= 1
+        kind = type(node)
+        if kind is str:
+            if node:
+                walk.add(position, path, node if node.isascii() and len(node) < walk.chars
+                         else _bytes_text(node[:walk.chars]), False)
+        elif kind is dict:
+            if depth >= MAX_DEPTH:
+                walk.truncated = walk.truncated or bool(node)
                 return
-            path, node, depth = stack.pop()
-            walk.nodes -= 1
-            kind = type(node)
-            if kind is str:
-                text = node[:walk.chars]
-                if not text.isascii():  # ASCII (most telemetry) is already byte text
-                    text = _bytes_text(text)
-                if text:
-                    add(position, path, text, False)
-            elif kind is dict:
-                if depth >= MAX_DEPTH:
-                    walk.truncated = walk.truncated or bool(node)
-                    continue
-                items = list(node.items())
-                if len(items) > walk.nodes:
+            lat = lon = _UNSET
+            odd_keys = walk.odd_keys
+            add = walk.add
+            for k, v in node.items():
+                if walk.chars <= 0 or walk.nodes <= 0:
                     walk.truncated = True
-                    items = items[:walk.nodes]
-                lat = lon = _UNSET
-                for k, v in reversed(items):
-                    if type(k) is not str:
-                        k = str(k)
-                    child = f"{path}.{k}" if path else k
-                    stack.append((child, v, depth + 1))
-                    if len(k) <= 9 and k[:1] in ("l", "L"):
-                        lk = k.lower()
-                        # reversed: the first seen is the last in the object, which is what a parser keeps
-                        if lk in _LAT_KEYS and lat is _UNSET:
-                            lat = v
-                        elif lk in _LON_KEYS and lon is _UNSET:
-                            lon = v
-                    elif len(k) >= 6 and ("@" in k or "%40" in k):
-                        # Maps keyed by address ({"jane@…": …}); other keys are field names.
-                        add(position, child, _bytes_text(k[:256]), False)
-                    elif odd_keys and not k.isalnum() and _ODD_KEY.search(k):
-                        add(position, child, _bytes_text(k[:256]), False)
-                if lat is not _UNSET and lon is not _UNSET and len(node) >= 2:
-                    self._geo_pair(lat, lon, path, position, out)
-            elif kind is list or kind is tuple or isinstance(node, list | tuple):
-                if depth >= MAX_DEPTH:
-                    walk.truncated = walk.truncated or bool(node)
-                    continue
-                count = len(node)
-                if count > walk.nodes:
+                    return
+                if type(k) is not str:
+                    k = str(k)
+                child = f"{path}.{k}" if path else k
+                if len(k) <= 9 and k[:1] in ("l", "L"):
+                    lk = k.lower()
+                    if lk in _LAT_KEYS:
+                        lat = v
+                    elif lk in _LON_KEYS:
+                        lon = v
+                elif len(k) >= 6 and ("@" in k or "%40" in k):
+                    # Maps keyed by address ({"jane@…": …}); other keys are field names.
+                    add(position, child, _bytes_text(k[:256]), False)
+                elif odd_keys and not k.isalnum() and _ODD_KEY.search(k):
+                    add(position, child, _bytes_text(k[:256]), False)
+                vt = type(v)
+                if vt is str:  # inline the common leaves: a call per value is most of the walk's cost
+                    walk.nodes -= 1
+                    if v:
+                        add(position, child, v if v.isascii() and len(v) < walk.chars
+                            else _bytes_text(v[:walk.chars]), False)
+                elif vt is int or vt is float:
+                    walk.nodes -= 1
+                    add(position, child, repr(v), True)
+                elif vt is bool or v is None:
+                    walk.nodes -= 1
+                else:
+                    self._node(child, v, depth + 1, position, walk, out)
+            if lat is not _UNSET and lon is not _UNSET:
+                self._geo_pair(lat, lon, path, position, out)
+        elif kind is list or kind is tuple:
+            if depth >= MAX_DEPTH:
+                walk.truncated = walk.truncated or bool(node)
+                return
+            for i, v in enumerate(node):
+                if walk.chars <= 0 or walk.nodes <= 0:
                     walk.truncated = True
-                    count = walk.nodes
-                for i in range(count - 1, -1, -1):
-                    stack.append((f"{path}[{i}]", node[i], depth + 1))
-            elif kind is int or kind is float:
-                add(position, path, repr(node), True)
-            elif kind is bool or node is None:
-                continue
-            elif isinstance(node, str):
-                text = _bytes_text(node[:walk.chars])
-                if text:
-                    add(position, path, text, False)
-            elif isinstance(node, bool):
-                continue
-            elif isinstance(node, int | float):
-                add(position, path, repr(node), True)
-            elif isinstance(node, bytes | bytearray):
-                text = bytes(node[:walk.chars]).decode("latin-1")
-                if text:
-                    add(position, path, text, False)
-            elif isinstance(node, dict):
-                # A dict subclass: walk it as a plain dict.
-                stack.append((path, dict(node), depth))
-                walk.nodes += 1
+                    return
+                self._node(f"{path}[{i}]", v, depth + 1, position, walk, out)
+        elif kind is int or kind is float:
+            walk.add(position, path, repr(node), True)
+        elif kind is bool or node is None:
+            return
+        elif isinstance(node, str):
+            if node:
+                walk.add(position, path, _bytes_text(str(node)[:walk.chars]), False)
+        elif isinstance(node, bool):
+            return
+        elif isinstance(node, int | float):
+            walk.add(position, path, repr(node), True)
+        elif isinstance(node, bytes | bytearray):
+            if node:
+                walk.add(position, path, bytes(node[:walk.chars]).decode("latin-1"), False)
+        elif isinstance(node, dict):
+            walk.nodes += 1
+            self._node(path, dict(node), depth, position, walk, out)
+        elif isinstance(node, list | tuple):
+            walk.nodes += 1
+            self._node(path, list(node), depth, position, walk, out)
 
     def _geo_pair(self, lat: Any, lon: Any, path: str, position: int | None, out: list[_Candidate]) -> None:
         if lat is None or lon is None or isinstance(lat, bool) or isinstance(lon, bool):
