@@ -141,16 +141,14 @@ def _preflight(db: str, signature_paths: tuple[str, ...], identifiers: str | Non
     Inside mitmproxy a failing script is only logged; an admin must not find out later that nothing was
     recorded.
     """
-    from .ingest import build_pipeline
-    from .recorder import findings_key
     from .store import StoreError, connect
 
+    db_path = Path(db).expanduser()
     try:
-        connect(Path(db).expanduser()).close()
-        build_pipeline(signature_paths=signature_paths, identifiers=identifiers,
-                       findings_key=findings_key(Path(db).expanduser(), ""))
-    except (StoreError, ValueError, OSError) as e:
+        connect(db_path).close()
+    except StoreError as e:
         _fail(str(e))
+    _pipeline_or_fail(db_path, signature_paths, identifiers)
 
 
 def is_loopback(host: str) -> bool:
