@@ -19,7 +19,7 @@ import ahocorasick
 from .detectors import CARD_KEYS, NUMERIC_CARD_CONFIDENCE, detect, geo_valid, key_before, key_has, org_host_regex
 from .identifiers import HOST_KINDS, Identifier, KnownHit, KnownMatcher
 from .model import Finding, severity_for
-from .redact import normalise, preview, value_hash
+from .redact import keyed_hasher, normalise, preview
 
 log = logging.getLogger("teletap.findings")
 
@@ -135,6 +135,7 @@ class FindingsEngine:
         if not self.key:
             # Still an HMAC, but anyone can recompute it: e-mail addresses become guessable from the hash.
             log.warning("teletap: findings value hashes use an empty key; configure a secret key")
+        self._hash = keyed_hasher(self.key)
         self.store_clear = store_clear
         self.max_scan_bytes = max(0, int(max_scan_bytes))
         self.min_confidence = min_confidence
@@ -169,16 +170,11 @@ class FindingsEngine:
             self._scan_body(body, content_type, out=body_out, patterns=not covered)
         except Exception as e:
             log.error("teletap: findings stage _scan_body failed: %s: %s", type(e).__name__, e)
-        spans: dict[tuple[str, str], list[tuple[int, int]]] = {}
-        if covered:
-            try:
-                spans = self._value_spans(body, event_out)  # type: ignore[arg-type]
-            except Exception as e:
-                log.error("teletap: locating body spans failed: %s: %s", type(e).__name__, e)
         out.extend(body_out)
         out.extend(event_out)
         try:
-            return self._finish(out, data_flow if isinstance(data_flow, str) else None, spans)
+            return self._finish(out, data_flow if isinstance(data_flow, str) else None,
+                                (bytes(body), event_out) if covered and body else None)  # type: ignore[arg-type]
         except Exception as e:
             log.error("teletap: findings could not be assembled: %s: %s", type(e).__name__, e)
             return []
@@ -563,7 +559,7 @@ class FindingsEngine:
 
     # -- assembly -----------------------------------------------------------------------------------
     def _finish(self, candidates: Iterable[_Candidate], data_flow: str | None,
-                body_spans: dict[tuple[str, str], list[tuple[int, int]]] | None = None) -> list[Finding]:
+                body_spans: tuple[bytes, list[_Candidate]] | None = None) -> list[Finding]:
         groups: dict[tuple[str, int | None, str, bool], list[_Candidate]] = {}
         # One normalisation and HMAC per distinct value: batches repeat the same values in every event.
         hashes: dict[tuple[str, str], str] = {}
@@ -577,7 +573,7 @@ class FindingsEngine:
                 norm = normalise(c.kind, c.value)
                 h = by_norm.get(norm)
                 if h is None:
-                    h = by_norm[norm] = value_hash(self.key, norm)
+                    h = by_norm[norm] = self._hash(norm)
                 hashes[(c.kind, c.value)] = h
             key = (c.location, c.event_position, h, c.vendor)
             members = groups.get(key)
@@ -609,7 +605,16 @@ class FindingsEngine:
         for (location, position, h, _), members in groups.items():
             if len(members) == 1:  # the common case: one detector, one occurrence
                 c = members[0]
-                emit(c.kind, c.detector, c, location, position, h, [c.span] if c.span is not None else [])
+                pkey = (c.kind, c.prefix, c.value)
+                shown = previews.get(pkey)
+                if shown is None:
+                    shown = previews[pkey] = (c.prefix + preview(_VENDOR_PREVIEW.get(c.kind, c.kind), c.value)
+                                              if c.value else "(value not found)")
+                severity = severities.get(c.kind)
+                if severity is None:
+                    severity = severities[c.kind] = severity_for(c.kind, data_flow)
+                findings.append(Finding(c.kind, c.detector, round(c.confidence, 3), severity, location, shown, h,
+                                        c.value if store_clear else None, position, c.span))
             else:
                 top = max(c.rank for c in members)
                 kept: dict[tuple[str, str], list[_Candidate]] = {}
@@ -623,26 +628,49 @@ class FindingsEngine:
                     spans = sorted({c.span for c in cs if c.span is not None} | set(leftover))
                     leftover = []
                     emit(kind, detector, best, location, position, h, spans)
-                    if len(findings) >= MAX_FINDINGS:
-                        return findings
             if len(findings) >= MAX_FINDINGS:
-                return findings
-        if body_spans:
-            # Body occurrences of values found in events (the body itself was not pattern-scanned): they
-            # travel with the event finding, exactly as folded body findings do below.
-            by_hash: dict[tuple[str, str], list[tuple[int, int]]] = {}
-            for (kind, value), spans in body_spans.items():
-                h = hashes.get((kind, value))
-                if h is not None:
-                    by_hash.setdefault((kind, h), []).extend(spans)
-            done: set[tuple[str, str]] = set()
+                return findings[:MAX_FINDINGS]
+        if body_spans is not None:
+            # The body was not pattern-scanned: the body occurrences of values found in events travel with
+            # the event finding, as folded body findings do below. Located when first read (blanking).
+            targets: dict[tuple[str, str], Finding] = {}
             for f in findings:
-                key = (f.kind, f.value_hash)
-                if f.event_position is not None and f.detector != "vendor-annotation" and key in by_hash \
-                        and key not in done:
-                    done.add(key)
-                    f.extra_spans = tuple(sorted(set(f.extra_spans) | set(by_hash[key])))
+                if f.event_position is not None and f.detector != "vendor-annotation":
+                    targets.setdefault((f.kind, f.value_hash), f)
+            if targets:
+                pending = _PendingSpans(self, body_spans[0], body_spans[1], hashes, targets)
+                for f in targets.values():
+                    f.__dict__["_pending"] = pending
         return _fold_body_into_events(findings)
+
+
+class _PendingSpans:
+    """Body spans of values found in events, located on first read of a target's extra_spans."""
+
+    __slots__ = ("body", "engine", "found", "hashes", "targets")
+
+    def __init__(self, engine: FindingsEngine, body: bytes, found: list[_Candidate],
+                 hashes: dict[tuple[str, str], str], targets: dict[tuple[str, str], Finding]):
+        self.engine, self.body, self.found, self.hashes, self.targets = engine, body, found, hashes, targets
+
+    def resolve(self) -> None:
+        targets, self.targets = self.targets, {}
+        for f in targets.values():
+            f.__dict__["_pending"] = None
+        try:
+            spans = self.engine._value_spans(self.body, self.found)
+        except Exception as e:  # reading an attribute must not raise
+            log.error("teletap: locating body spans failed: %s: %s", type(e).__name__, e)
+            spans = {}
+        self.body, self.found = b"", []
+        merged: dict[tuple[str, str], set[tuple[int, int]]] = {}
+        for (kind, value), found in spans.items():
+            h = self.hashes.get((kind, value))
+            if h is not None and (kind, h) in targets:
+                merged.setdefault((kind, h), set()).update(found)
+        for key, found_spans in merged.items():
+            f = targets[key]
+            f.extra_spans = tuple(sorted(set(f.__dict__.get("_extra_spans", ())) | found_spans))
 
 
 def _fold_body_into_events(findings: list[Finding]) -> list[Finding]:
@@ -663,7 +691,8 @@ def _fold_body_into_events(findings: list[Finding]) -> list[Finding]:
             out.append(f)
             continue
         spans = ([f.span] if f.span else []) + list(f.extra_spans)
-        target.extra_spans = tuple(sorted(set(target.extra_spans) | set(spans)))
+        # Through __dict__: reading target.extra_spans would resolve pending body spans now, not lazily.
+        target.extra_spans = tuple(sorted(set(target.__dict__.get("_extra_spans", ())) | set(spans)))
     return out
 
 

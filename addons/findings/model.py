@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 LOW, MEDIUM, HIGH = "low", "medium", "high"
 
@@ -76,3 +77,31 @@ class Finding:
     # Further body spans of the same value (repeats at this location, or, for an event finding, the
     # raw-body occurrences folded into it); only blank_body needs them.
     extra_spans: tuple[tuple[int, int], ...] = field(default=(), repr=False)
+
+
+class PendingSpans(Protocol):
+    def resolve(self) -> None: ...
+
+
+# extra_spans may be computed on first read: locating the body spans of values found in decoded events
+# costs a pass over the body that only blanking needs. The engine attaches a PendingSpans to the
+# findings concerned; reading extra_spans (blank_body, asdict, ==, pickling) resolves it, so callers
+# never see the difference.
+def _get_extra_spans(self: Finding) -> tuple[tuple[int, int], ...]:
+    pending = self.__dict__.get("_pending")
+    if pending is not None:
+        pending.resolve()  # sets _extra_spans and clears _pending on every finding it concerns
+    return self.__dict__.get("_extra_spans", ())
+
+
+def _set_extra_spans(self: Finding, value: Any) -> None:
+    self.__dict__["_extra_spans"] = tuple(value)
+
+
+def _getstate(self: Finding) -> dict[str, Any]:
+    _get_extra_spans(self)
+    return {k: v for k, v in self.__dict__.items() if k != "_pending"}
+
+
+Finding.extra_spans = property(_get_extra_spans, _set_extra_spans)  # type: ignore[assignment,method-assign]
+Finding.__getstate__ = _getstate  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Callable
 
 _STAR = "***"
 
@@ -35,7 +36,26 @@ def normalise(kind: str, value: str) -> str:
 
 
 def value_hash(key: bytes, normalised: str) -> str:
-    return hmac.new(key, normalised.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return hmac.digest(key, normalised.encode("utf-8", "surrogatepass"), "sha256").hex()
+
+
+def keyed_hasher(key: bytes) -> Callable[[str], str]:
+    """value_hash with the key bound: the HMAC's inner and outer SHA-256 states are keyed once (RFC 2104),
+    so each value costs two state copies instead of an HMAC set-up (about half the time)."""
+    block = hashlib.sha256().block_size
+    k = hashlib.sha256(key).digest() if len(key) > block else key
+    k = k.ljust(block, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in k))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in k))
+
+    def digest(normalised: str) -> str:
+        i = inner.copy()
+        i.update(normalised.encode("utf-8", "surrogatepass"))
+        o = outer.copy()
+        o.update(i.digest())
+        return o.hexdigest()
+
+    return digest
 
 
 def _mask(s: str) -> str:
