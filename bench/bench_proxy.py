@@ -1,11 +1,17 @@
 """Proxy throughput: plain mitmdump vs teletap run, same loopback load, same run.
 
-    python bench/bench_proxy.py [--seconds 10] [--connections 20] [--rounds 2]
+    python bench/bench_proxy.py [--seconds 10] [--connections 20] [--rounds 2] [--cases ...]
 
 Prints requests/s and p50/p99 latency per case and the ratio teletap / mitmdump (target ≥ 0.9). The two
 proxies alternate (A B A B …) so a noisy machine affects both alike; when taskset exists, each proxy is
 pinned to CPU 1 and the load generator and upstream to CPU 0; teletap's ingest worker process also goes
 to CPU 0, where it competes with the load generator (so the ratio errs against teletap).
+
+HTTPS cases: wrk cannot send requests through an explicit proxy's CONNECT tunnel, so they always use the
+asyncio client in loadgen.py (CONNECT, then TLS inside the tunnel, certificates not verified) against an
+HTTPS upstream (nginx with a throwaway certificate, or the Python upstream); both proxies run with
+ssl_insecure=true to accept that certificate. "keep-alive" sends every request on long-lived TLS
+connections; "new connection" pays CONNECT and both TLS handshakes for every request.
 """
 
 from __future__ import annotations
@@ -19,11 +25,21 @@ import signal
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from loadgen import LoadResult, free_port, run_load, serve_upstream, wait_port
+from loadgen import (
+    LoadResult,
+    free_port,
+    run_load,
+    run_tls_load,
+    self_signed_cert,
+    serve_tls_upstream,
+    serve_upstream,
+    wait_port,
+)
 
 MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
 
@@ -36,10 +52,10 @@ def start_proxy(kind: str, port: int, workdir: Path) -> subprocess.Popen:
     confdir = workdir / "conf"
     if kind == "mitmdump":
         cmd = [MITMDUMP, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port),
-               "--set", f"confdir={confdir}"]
+               "--set", f"confdir={confdir}", "--set", "ssl_insecure=true"]
     else:
         cmd = [sys.executable, "-m", "teletap", "run", "--db", str(workdir / f"bench-{port}.db"),
-               "--listen-port", str(port), "--confdir", str(confdir)]
+               "--listen-port", str(port), "--confdir", str(confdir), "--set", "ssl_insecure=true"]
     proc = subprocess.Popen(_pin(1) + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=workdir)
     wait_port(port)
     if kind == "teletap" and _pin(0):
@@ -65,11 +81,15 @@ def stop_proxy(proc: subprocess.Popen) -> str:
 
 
 def measure(kind: str, upstream: int, body: bytes, args: argparse.Namespace, workdir: Path,
-            content_type: str) -> tuple[LoadResult, str]:
+            content_type: str, tls: str | None = None) -> tuple[LoadResult, str]:
     port = free_port()
     proc = start_proxy(kind, port, workdir)
     try:
-        if args.client == "wrk":
+        if tls is not None:
+            result = _pinned_tls_load(port, upstream, body=body, connections=args.connections,
+                                      seconds=args.seconds, content_type=content_type,
+                                      reconnect=tls == "new connection")
+        elif args.client == "wrk":
             result = run_wrk(port, upstream, body=body, connections=args.connections, seconds=args.seconds,
                              content_type=content_type, workdir=workdir)
         else:
@@ -118,6 +138,20 @@ def run_wrk(proxy_port: int, upstream_port: int, *, body: bytes, connections: in
     return result
 
 
+def _pinned_tls_load(port: int, upstream: int, **kwargs: Any) -> LoadResult:
+    """The asyncio TLS client, in a child process on CPU 0 (with the upstream), like wrk."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        if _pin(0):
+            for child in pool._pool:  # type: ignore[attr-defined]
+                subprocess.run(["taskset", "-pc", "0", str(child.pid)], capture_output=True)
+        return pool.apply(_tls_load_job, (port, upstream, kwargs))
+
+
+def _tls_load_job(port: int, upstream: int, kwargs: dict[str, Any]) -> LoadResult:
+    return run_tls_load(port, upstream, **kwargs)
+
+
 def _ms(text: str) -> float:
     for suffix, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
         if text.endswith(suffix):
@@ -128,15 +162,20 @@ def _ms(text: str) -> float:
 NGINX_CONF = """worker_processes 1; daemon off; pid {dir}/nginx.pid; error_log stderr error;
 events {{ worker_connections 1024; }}
 http {{ access_log off; client_body_temp_path {dir}; client_max_body_size 50m;
-  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok\\n"; }} }} }}
+  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok\\n"; }} }}
+  server {{ listen 127.0.0.1:{tls_port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};
+    keepalive_requests 1000000; location / {{ return 200 "ok\\n"; }} }} }}
 """
 
 
-def start_nginx(port: int, workdir: Path) -> subprocess.Popen:
+def start_nginx(port: int, workdir: Path, tls_port: int) -> subprocess.Popen:
+    """nginx answering plain HTTP on ``port`` and HTTPS on ``tls_port``."""
+    cert, key = self_signed_cert(str(workdir))
     conf = workdir / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=workdir, port=port))
+    conf.write_text(NGINX_CONF.format(dir=workdir, port=port, tls_port=tls_port, cert=cert, key=key))
     proc = subprocess.Popen([*_pin(0), "nginx", "-c", str(conf), "-p", str(workdir)], stderr=subprocess.PIPE)
     wait_port(port)
+    wait_port(tls_port)
     return proc
 
 
@@ -148,11 +187,96 @@ def telemetry_batch(events: int = 50) -> bytes:
     return "\n".join(lines).encode()
 
 
-CASES = {
-    "small POST (200 B)": (b"x" * 200, "application/octet-stream"),
-    "large POST (200 KB)": (os.urandom(100 * 1024).hex().encode(), "application/octet-stream"),
-    "1DS JSON batch (50 events)": (telemetry_batch(), "application/x-json-stream"),
+# case → (body, content type, None for plain HTTP or the HTTPS variant)
+CASES: dict[str, tuple[bytes, str, str | None]] = {
+    "small POST (200 B)": (b"x" * 200, "application/octet-stream", None),
+    "large POST (200 KB)": (os.urandom(100 * 1024).hex().encode(), "application/octet-stream", None),
+    "1DS JSON batch (50 events)": (telemetry_batch(), "application/x-json-stream", None),
+    "HTTPS small POST, keep-alive": (b"x" * 200, "application/octet-stream", "keep-alive"),
+    "HTTPS small POST, new conn.": (b"x" * 200, "application/octet-stream", "new connection"),
 }
+
+
+@dataclass
+class CaseSummary:
+    """Means over the rounds of one case, for each proxy."""
+
+    case: str
+    rps: dict[str, float]
+    p50: dict[str, float]
+    p99: dict[str, float]
+    errors: dict[str, int]
+    unrecorded_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.rps["teletap"] / self.rps["mitmdump"] if self.rps["mitmdump"] else float("nan")
+
+
+def default_client() -> str:
+    return "wrk" if shutil.which("wrk") and shutil.which("nginx") else "python"
+
+
+def compare(cases: list[str], *, seconds: float = 8, connections: int = 20, rounds: int = 2,
+            client: str | None = None, verbose: bool = True) -> list[CaseSummary]:
+    """Run every case against mitmdump and teletap (alternating, ``rounds`` each); returns the means."""
+    args = argparse.Namespace(seconds=seconds, connections=connections, rounds=rounds,
+                              client=client or default_client())
+    upstream_port, tls_port = free_port(), free_port()
+    upstream_dir = tempfile.TemporaryDirectory(prefix="teletap-bench-nginx-")
+    upstreams: list[Any] = []
+    if args.client == "wrk":
+        upstreams.append(start_nginx(upstream_port, Path(upstream_dir.name), tls_port))
+    else:
+        cert, key = self_signed_cert(upstream_dir.name)
+        for target, target_args in ((serve_upstream, (upstream_port,)), (serve_tls_upstream, (tls_port, cert, key))):
+            proc = multiprocessing.Process(target=target, args=target_args, daemon=True)
+            proc.start()
+            upstreams.append(proc)
+            if _pin(0):
+                subprocess.run(["taskset", "-pc", "0", str(proc.pid)], capture_output=True)
+        if _pin(0):
+            os.sched_setaffinity(0, {0})
+        wait_port(upstream_port)
+        wait_port(tls_port)
+    if verbose:
+        print(f"load: {args.client} (HTTPS: asyncio TLS client), {args.connections} connections, "
+              f"{args.seconds:.0f} s per run, {args.rounds} round(s) per proxy")
+        print(f"{'case':<30} {'proxy':<9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    summary = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="teletap-bench-") as tmp:
+            workdir = Path(tmp)
+            for case in cases:
+                body, ctype, tls = CASES[case]
+                totals: dict[str, list[LoadResult]] = {"mitmdump": [], "teletap": []}
+                lat: dict[str, list[tuple[float, float]]] = {"mitmdump": [], "teletap": []}
+                warnings = []
+                for _ in range(args.rounds):
+                    for kind in ("mitmdump", "teletap"):
+                        result, stderr = measure(kind, tls_port if tls else upstream_port, body, args, workdir,
+                                                 ctype, tls)
+                        totals[kind].append(result)
+                        if kind == "teletap" and "NOT recorded" in stderr:
+                            warnings.append(stderr.strip().splitlines()[-1])
+                            if verbose:
+                                print(f"  warning: {warnings[-1]}")
+                        p50, p99 = getattr(result, "fixed_percentiles", (result.p50, result.percentile(99)))
+                        lat[kind].append((p50, p99))
+                        if verbose:
+                            print(f"{case:<30} {kind:<9} {result.rps:8.0f} {p50:8.1f} {p99:8.1f} "
+                                  f"{result.errors:6d}", flush=True)
+                kinds = ("mitmdump", "teletap")
+                summary.append(CaseSummary(
+                    case, rps={k: sum(r.rps for r in totals[k]) / args.rounds for k in kinds},
+                    p50={k: sum(p for p, _ in lat[k]) / args.rounds for k in kinds},
+                    p99={k: sum(p for _, p in lat[k]) / args.rounds for k in kinds},
+                    errors={k: sum(r.errors for r in totals[k]) for k in kinds}, unrecorded_warnings=warnings))
+    finally:
+        for upstream in upstreams:
+            upstream.terminate()
+        upstream_dir.cleanup()
+    return summary
 
 
 def main() -> None:
@@ -161,50 +285,15 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
-    have_c_tools = bool(shutil.which("wrk") and shutil.which("nginx"))
-    parser.add_argument("--client", choices=["wrk", "python"], default="wrk" if have_c_tools else "python",
+    parser.add_argument("--client", choices=["wrk", "python"], default=default_client(),
                         help="load generator and upstream: wrk + nginx (Debian packages wrk, nginx-light; "
                              "default when installed) or the pure-Python fallback in loadgen.py")
     args = parser.parse_args()
-
-    upstream_port = free_port()
-    upstream_dir = tempfile.TemporaryDirectory(prefix="teletap-bench-nginx-")
-    if args.client == "wrk":
-        upstream: Any = start_nginx(upstream_port, Path(upstream_dir.name))
-    else:
-        upstream = multiprocessing.Process(target=serve_upstream, args=(upstream_port,), daemon=True)
-        upstream.start()
-        if _pin(0):
-            subprocess.run(["taskset", "-pc", "0", str(upstream.pid)], capture_output=True)
-            os.sched_setaffinity(0, {0})
-        wait_port(upstream_port)
-    print(f"load: {args.client}, {args.connections} connections, {args.seconds:.0f} s per run, "
-          f"{args.rounds} round(s) per proxy")
-
-    print(f"{'case':<30} {'proxy':<9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
-    summary = []
-    with tempfile.TemporaryDirectory(prefix="teletap-bench-") as tmp:
-        workdir = Path(tmp)
-        for case in args.cases:
-            body, ctype = CASES[case]
-            totals: dict[str, list[LoadResult]] = {"mitmdump": [], "teletap": []}
-            for _ in range(args.rounds):
-                for kind in ("mitmdump", "teletap"):
-                    result, stderr = measure(kind, upstream_port, body, args, workdir, ctype)
-                    totals[kind].append(result)
-                    if kind == "teletap" and "NOT recorded" in stderr:
-                        print(f"  warning: {stderr.strip().splitlines()[-1]}")
-                    p50, p99 = getattr(result, "fixed_percentiles", (result.p50, result.percentile(99)))
-                    print(f"{case:<30} {kind:<9} {result.rps:8.0f} {p50:8.1f} {p99:8.1f} {result.errors:6d}",
-                          flush=True)
-            plain = sum(r.rps for r in totals["mitmdump"]) / args.rounds
-            ours = sum(r.rps for r in totals["teletap"]) / args.rounds
-            summary.append((case, ours / plain if plain else float("nan")))
-    upstream.terminate()
-    upstream_dir.cleanup()
+    summary = compare(args.cases, seconds=args.seconds, connections=args.connections, rounds=args.rounds,
+                      client=args.client)
     print("\nteletap / mitmdump requests/s (target >= 0.90)")
-    for case, ratio in summary:
-        print(f"  {case:<30} {ratio:5.2f}")
+    for s in summary:
+        print(f"  {s.case:<30} {s.ratio:5.2f}")
 
 
 if __name__ == "__main__":

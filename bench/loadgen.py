@@ -125,3 +125,119 @@ def wait_port(port: int, timeout: float = 30) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing on 127.0.0.1:{port}")
+
+
+# --- HTTPS through an explicit proxy: CONNECT, then TLS inside the tunnel ------------------------------------
+# wrk cannot do this (it speaks TLS only to its target, never through a proxy's CONNECT), so HTTPS cases use
+# this client. Certificates are not verified: the proxy's CA is per run and everything stays on 127.0.0.1.
+
+
+async def _tls_client(proxy_port: int, upstream_port: int, request: bytes, stop_at: float, warm_until: float,
+                      result: LoadResult, reconnect: bool) -> None:
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    while time.monotonic() < stop_at:
+        writer = None
+        try:
+            start = time.monotonic()
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
+            writer.write(f"CONNECT 127.0.0.1:{upstream_port} HTTP/1.1\r\nHost: 127.0.0.1:{upstream_port}\r\n\r\n"
+                         .encode())
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                result.errors += 1
+                return
+            await writer.start_tls(ctx, server_hostname="localhost")
+            while time.monotonic() < stop_at:
+                writer.write(request)
+                await writer.drain()
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                if length:
+                    await reader.readexactly(length)
+                if start >= warm_until:
+                    if head.startswith(b"HTTP/1.1 200"):
+                        result.requests += 1
+                        result.latencies_ms.append((time.monotonic() - start) * 1000)
+                    else:
+                        result.errors += 1
+                if reconnect:
+                    break  # a new connection (CONNECT + handshake) for the next request
+                start = time.monotonic()
+        except (ConnectionError, asyncio.IncompleteReadError, OSError):
+            result.errors += 1
+            await asyncio.sleep(0.01)
+        finally:
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+
+def run_tls_load(proxy_port: int, upstream_port: int, *, body: bytes, connections: int, seconds: float,
+                 warmup: float = 1.0, path: str = "/post", content_type: str = "application/octet-stream",
+                 reconnect: bool = False) -> LoadResult:
+    """HTTPS POSTs through the proxy: keep-alive TLS connections, or one connection per request."""
+    request = (f"POST {path} HTTP/1.1\r\nHost: localhost:{upstream_port}\r\nContent-Type: {content_type}\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    async def main() -> LoadResult:
+        result = LoadResult(0, 0, seconds, [])
+        now = time.monotonic()
+        await asyncio.gather(*(_tls_client(proxy_port, upstream_port, request, now + warmup + seconds,
+                                           now + warmup, result, reconnect) for _ in range(connections)))
+        return result
+
+    return asyncio.run(main())
+
+
+def self_signed_cert(directory: str) -> tuple[str, str]:
+    """A throwaway certificate for the HTTPS upstream (localhost, 127.0.0.1); returns (cert, key) paths."""
+    import datetime
+    import ipaddress
+    import os
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = os.path.join(directory, "upstream.crt"), os.path.join(directory, "upstream.key")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def serve_tls_upstream(port: int, cert: str, key: str) -> None:
+    """The pure-Python upstream, over TLS (when nginx is not installed)."""
+    import ssl
+
+    async def main() -> None:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert, key)
+        server = await asyncio.start_server(_upstream_handler, "127.0.0.1", port, backlog=1024, ssl=ctx)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
