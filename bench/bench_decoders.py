@@ -109,19 +109,19 @@ def best_rates(cases: dict, seconds: float, rounds: int = 8) -> dict[str, float]
     return best
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=3.0, help="time per case, split into rounds")
-    args = ap.parse_args()
+URL = "https://mobile.events.data.microsoft.com/OneCollector/1.0/"
+BOND_HEADERS = [("Content-Type", "application/bond-compact-binary"), ("Content-Encoding", "deflate"),
+                ("APIKey", "0000benchtenant-token"), ("Client-Id", "NO_AUTH")]
+JSON_HEADERS = [("Content-Type", "application/x-json-stream"), ("Content-Encoding", "gzip"),
+                ("apikey", "0000benchtenant-token"), ("client-version", "1DS-Web-JS-4.4.4")]
 
+
+def measure(seconds: float = 3.0) -> dict[str, float]:
+    """Events/s of json.loads (floor), the Bond and JSON decoders, and Bond with all-distinct records."""
     bond_body = bond_batch()
     distinct_body = bond_batch(distinct=True)
     json_body, json_lines = json_batch()
-    bond_hdrs = [("Content-Type", "application/bond-compact-binary"), ("Content-Encoding", "deflate"),
-                 ("APIKey", "0000benchtenant-token"), ("Client-Id", "NO_AUTH")]
-    json_hdrs = [("Content-Type", "application/x-json-stream"), ("Content-Encoding", "gzip"),
-                 ("apikey", "0000benchtenant-token"), ("client-version", "1DS-Web-JS-4.4.4")]
-    url = "https://mobile.events.data.microsoft.com/OneCollector/1.0/"
+    url, bond_hdrs, json_hdrs = URL, BOND_HEADERS, JSON_HEADERS
     r = decode_request("POST", url, bond_hdrs, bond_body)
     assert len(r.events) == BATCH and r.error is None, (r.error, r.notes)
     r = decode_request("POST", url, bond_hdrs, distinct_body)
@@ -129,13 +129,23 @@ def main() -> int:
     r = decode_request("POST", url, json_hdrs, json_body)
     assert len(r.events) == BATCH and r.error is None, (r.error, r.notes)
 
-    rates = best_rates({
+    return best_rates({
         # The floor: json.loads of the same events, already uncompressed and split.
         "floor": (lambda: [json.loads(x) for x in json_lines], BATCH),
         "bond": (lambda: decode_request("POST", url, bond_hdrs, bond_body), BATCH),
         "json": (lambda: decode_request("POST", url, json_hdrs, json_body), BATCH),
         "distinct": (lambda: decode_request("POST", url, bond_hdrs, distinct_body), BATCH),
-    }, args.seconds)
+    }, seconds)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=3.0, help="time per case, split into rounds")
+    args = ap.parse_args()
+    bond_body = bond_batch()
+    distinct_body = bond_batch(distinct=True)
+    json_body, _ = json_batch()
+    rates = measure(args.seconds)
     floor, bond, js, distinct = rates["floor"], rates["bond"], rates["json"], rates["distinct"]
 
     rows = [
