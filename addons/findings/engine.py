@@ -57,6 +57,21 @@ _BINARY_TYPES = ("image/", "video/", "audio/", "font/", "application/zip", "appl
                  "application/octet-stream")
 _LAT_KEYS = ("lat", "latitude")
 _LON_KEYS = ("lon", "lng", "long", "longitude")
+# What a dict key means to the walk, cached per distinct key (telemetry repeats the same few hundred).
+_K_LAT, _K_LON, _K_ADDRESS, _K_ODD = 1, 2, 3, 4
+_KEY_FLAGS: dict[str, int] = {}
+_KEY_FLAGS_MAX = 16_384
+
+
+def _key_flags(k: str) -> int:
+    lk = k.lower() if len(k) <= 9 else ""
+    flags = (_K_LAT if lk in _LAT_KEYS else _K_LON if lk in _LON_KEYS
+             else _K_ADDRESS if len(k) >= 6 and ("@" in k or "%40" in k)
+             else _K_ODD if not k.isalnum() and _ODD_KEY.search(k) else 0)
+    # Field names only: keys that are themselves data (addresses, paths) are not kept in memory.
+    if flags in (0, _K_LAT, _K_LON) and len(k) <= 128 and len(_KEY_FLAGS) < _KEY_FLAGS_MAX:
+        _KEY_FLAGS[k] = flags
+    return flags
 
 _UNSET: Any = object()
 _JSON_ESCAPED = re.compile(r'[^\x20-\x7e]|["\\/]')  # characters a JSON writer may escape
@@ -181,8 +196,8 @@ class FindingsEngine:
 
     # -- body covered by its events ------------------------------------------------------------------
     def _body_is_events(self, body: Any, content_type: Any, events: Any) -> bool:
-        """True if the body is JSON (one document, an array, or NDJSON) equal to the decoded events' data,
-        in order: then every value in the body is a value in the events."""
+        """True if the body is JSON (one document, an array, or NDJSON) whose documents are the decoded
+        events' data, in order (an event may hold more): then every value in the body is in the events."""
         if not events or not body or not isinstance(body, bytes | bytearray) or len(body) > self.max_scan_bytes:
             return False
         if len(events) > MAX_EVENTS:
@@ -192,15 +207,22 @@ class FindingsEngine:
             return False
         datas = [self._event_parts(ev)[1] for ev in events]
         try:
-            docs = [json.loads(body)]
-        except ValueError:
+            text = bytes(body).decode("utf-8")
             try:
-                docs = [json.loads(line) for line in bytes(body).split(b"\n") if line.strip()]
-            except ValueError:
+                docs = [json.loads(text)]
+            except ValueError:  # NDJSON: one parse of all lines as an array, not a call per line
+                docs = json.loads("[" + ",".join(line for line in text.split("\n") if line.strip()) + "]")
+        except ValueError:
+            return False
+        if len(docs) == 1 and isinstance(docs[0], list) and len(datas) > 1:
+            docs = docs[0]  # a JSON array of events
+        if len(docs) > len(datas):
+            return False
+        for doc, data in zip(docs, datas, strict=False):
+            # Decoders may add to an event (1DS: the collector's headers as "_collector"), never remove.
+            if doc != data and not (type(doc) is dict and isinstance(data, dict) and doc.items() <= data.items()):
                 return False
-        if datas[:len(docs)] == docs:
-            return True
-        return len(docs) == 1 and isinstance(docs[0], list) and datas[:len(docs[0])] == docs[0]
+        return True
 
     def _value_spans(self, body: bytes, found: list[_Candidate]) -> dict[tuple[str, str], list[tuple[int, int]]]:
         """Body spans of the pattern values found in events, as a JSON body writes them: one Aho-Corasick
@@ -458,6 +480,8 @@ class FindingsEngine:
             lat = lon = _UNSET
             odd_keys = walk.odd_keys
             add = walk.add
+            index, segments, where = walk.index, walk.segments, walk.where
+            key_flags = _KEY_FLAGS
             for k, v in node.items():
                 if walk.chars <= 0 or walk.nodes <= 0:
                     walk.truncated = True
@@ -465,23 +489,34 @@ class FindingsEngine:
                 if type(k) is not str:
                     k = str(k)
                 child = f"{path}.{k}" if path else k
-                if len(k) <= 9 and k[:1] in ("l", "L"):
-                    lk = k.lower()
-                    if lk in _LAT_KEYS:
+                flags = key_flags.get(k)
+                if flags is None:
+                    flags = _key_flags(k)
+                if flags:
+                    if flags == _K_LAT:
                         lat = v
-                    elif lk in _LON_KEYS:
+                    elif flags == _K_LON:
                         lon = v
-                elif len(k) >= 6 and ("@" in k or "%40" in k):
-                    # Maps keyed by address ({"jane@…": …}); other keys are field names.
-                    add(position, child, _bytes_text(k[:256]), False)
-                elif odd_keys and not k.isalnum() and _ODD_KEY.search(k):
-                    add(position, child, _bytes_text(k[:256]), False)
+                    elif flags == _K_ADDRESS or odd_keys:
+                        # Maps keyed by address ({"jane@…": …}); other keys are field names.
+                        add(position, child, _bytes_text(k[:256]), False)
                 vt = type(v)
-                if vt is str:  # inline the common leaves: a call per value is most of the walk's cost
+                if vt is str:  # the common leaf, inlined (walk.add): a call per value is most of the cost
                     walk.nodes -= 1
                     if v:
-                        add(position, child, v if v.isascii() and len(v) < walk.chars
-                            else _bytes_text(v[:walk.chars]), False)
+                        if len(v) >= walk.chars or not v.isascii():
+                            v = _bytes_text(v[:walk.chars])
+                        walk.chars -= len(v) + 1
+                        if walk.chars < 0:
+                            walk.truncated = True
+                        skey = (child, v, False)
+                        i = index.get(skey)
+                        if i is None:
+                            index[skey] = len(segments)
+                            segments.append(skey)
+                            where.append([position])
+                        else:
+                            where[i].append(position)
                 elif vt is int or vt is float:
                     walk.nodes -= 1
                     add(position, child, repr(v), True)
