@@ -85,3 +85,18 @@ def test_json_keys_holding_values_are_scanned_when_the_body_is_skipped():
     kinds = {f.kind for f in found}
     assert {"user-path", "document"} <= kinds
     assert b"kimberg" not in blank_body(body, found)
+
+
+def test_prefilter_set_agrees_with_each_prefilter():
+    from teletap.findings import detectors
+
+    assert detectors._PREFILTER_SET is not None
+    rs, index = detectors._PREFILTER_SET
+    texts = ["", "C:\\Users\\kim\\a.docx", "2026-01-01T00:00:00.000Z", "fe80::1%eth0", "12:30:45",
+             "4111 1111 1111 1111", "11111111-2222-3333-4444-555555555555", "52.37310, 4.89220", "lat=52.1",
+             "S-1-5-21-1-2-3", "NL91ABNA0417164300", "123-45-6789", "kim%40example.invalid", "00:1a:2b:3c:4d:5e",
+             "10.1.2.3", "j\xf6rg@example.invalid", "x" * 5000 + "203.0.113.7"]
+    for t in texts:
+        got = set(rs.Match(t) or ())
+        for fn, pre in detectors._PREFILTERS.items():
+            assert (index[fn] in got) == (pre.search(t) is not None), (fn.__name__, t[:40])

@@ -79,6 +79,7 @@ def key_parts(key: str | None) -> tuple[str, str]:
     return parts[-1], (parts[-2] if len(parts) > 1 else "")
 
 
+@lru_cache(maxsize=8192)  # the same keys and word lists for every value of a batch
 def key_has(key: str | None, words: tuple[str, ...]) -> bool:
     last, parent = key_parts(key)
     return any(w in last or w in parent for w in words)
@@ -325,14 +326,17 @@ def _user_paths(t: str, ctx: ContextFn) -> list[Hit]:
     for m in _each(_WIN_PROFILE, t):
         prefix = m.group(1)
         # "/users/123" without a drive letter is a web API path, not a profile folder.
-        if not _WIN_PROFILE_NODRIVE_OK.match(prefix) and "\\" not in prefix:
+        if "\\" not in prefix and not _WIN_PROFILE_NODRIVE_OK.match(prefix):
             continue
         name = m.group(2).rstrip(" .")
         if not name or name.lower() in _GENERIC_PROFILES or name[0] in "%${<.":
             continue
         s = m.start(2)
-        out.append(Hit("user-path", "regex:user-path", 0.9, s, s + len(name), clear(t, s, s + len(name)),
+        out.append(Hit("user-path", "regex:user-path", 0.9, s, s + len(name),
+                       name if name.isascii() else clear(t, s, s + len(name)),
                        prefix=prefix.replace("\\\\", "\\")))
+    if "/home/" not in t and "/Users/" not in t:  # the Unix pattern needs one of them
+        return out
     for m in _each(_UNIX_HOME, t):
         name = m.group(2)
         if name.lower() in _GENERIC_PROFILES or name.lower() in ("shared", "runner", "root") or name[0] == ".":
@@ -366,10 +370,12 @@ def _documents(t: str, ctx: ContextFn) -> list[Hit]:
         stem = t[i:dot]
         if _JSON_KEY_AFTER.match(t, m.end()):  # '"Data.Doc": …' is a property name, not a file
             continue
-        if not stem or not any(c.isalnum() for c in stem) or stem.startswith("."):
+        if not stem or stem.startswith(".") or not (stem[-1].isalnum() or any(c.isalnum() for c in stem)):
             continue
         conf = 0.9 if key_has(ctx(i), ("name", "file", "doc", "title", "path")) else 0.8
-        out.append(Hit("document", "regex:document", conf, i, m.end(), clear(t, i, m.end())))
+        value = t[i:m.end()]
+        out.append(Hit("document", "regex:document", conf, i, m.end(),
+                       value if value.isascii() else clear(t, i, m.end())))
     return out
 
 
@@ -681,17 +687,41 @@ except Exception:  # pragma: no cover - without RE2 every detector simply runs
     _PREFILTERS = {}
 
 
+def _prefilter_set() -> tuple[Any, dict[Callable[[str, ContextFn], list[Hit]], int]] | None:
+    """All prefilters in one RE2 set: one pass over the text says which of them match (a search per
+    prefilter costs more in call overhead than in scanning)."""
+    if not _PREFILTERS:
+        return None
+    try:
+        rs = re2.Set.SearchSet(re2.Options())
+        index = {fn: rs.Add(src) for fn, src in _PREFILTER_SOURCES.items()}
+        rs.Compile()
+        return rs, index
+    except Exception:  # pragma: no cover - an RE2 without sets: one search per prefilter
+        return None
+
+
+_PREFILTER_SET = _prefilter_set()
+
+
 def detect(t: str, ctx: ContextFn, org_hosts: OrgHosts | None = None, hint: str | None = None,
            min_confidence: float = 0.0) -> list[Hit]:
     """All pattern hits in byte text `t`. hint: lower-cased text plus key names (default: t lower-cased)."""
     if hint is None:
         hint = t.lower()
     hits: list[Hit] = []
+    matched: set[int] | None = None
     for fn, worth in _DETECTORS:
         if worth(t, hint, min_confidence):
             pre = _PREFILTERS.get(fn)
-            if pre is not None and pre.search(t) is None:
-                continue
+            if pre is not None:
+                if _PREFILTER_SET is not None:
+                    if matched is None:
+                        matched = set(_PREFILTER_SET[0].Match(t) or ())  # None when nothing matches
+                    if _PREFILTER_SET[1][fn] not in matched:
+                        continue
+                elif pre.search(t) is None:
+                    continue
             hits.extend(fn(t, ctx))
     if org_hosts is not None and org_hosts.present(hint):
         hits.extend(hostnames(t, org_hosts.pattern))

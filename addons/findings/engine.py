@@ -124,6 +124,8 @@ class _Candidate:
     prefix: str
     rank: int
     vendor: bool = False
+    # Every event the same (path, value) occurs in, when more than one: one candidate stands for all.
+    positions: list[int | None] | None = None
 
 
 def _bytes_text(s: str) -> str:
@@ -424,15 +426,19 @@ class FindingsEngine:
             if h.kind == "payment-card" and h.confidence > NUMERIC_CARD_CONFIDENCE and \
                     segments[i][2] and not key_has(ctx(h.start), CARD_KEYS):
                 h.confidence = NUMERIC_CARD_CONFIDENCE  # a JSON number: see detectors.json_number_at
-            loc = f"event:{segments[i][0]}"
-            for position in where[i]:
-                out.append(_Candidate(h.kind, h.detector, h.confidence, loc, h.value, position, None, h.prefix,
-                                      _RANK_PATTERN))
+            if h.confidence < self.min_confidence:
+                continue  # held back: not worth replicating per event
+            positions = where[i]
+            out.append(_Candidate(h.kind, h.detector, h.confidence, f"event:{segments[i][0]}", h.value,
+                                  positions[0], None, h.prefix, _RANK_PATTERN,
+                                  positions=positions if len(positions) > 1 else None))
         for k in self.known.find(big):
             i = seg_of(k.start)
-            loc = f"event:{segments[i][0]}"
-            for position in where[i]:
-                out.append(self._known_candidate(k, loc, position, None))
+            positions = where[i]
+            c = self._known_candidate(k, f"event:{segments[i][0]}", positions[0], None)
+            if len(positions) > 1:
+                c.positions = positions
+            out.append(c)
         if "eyJ" in big:
             with_tokens = [i for i, seg in enumerate(segments) if "eyJ" in seg[1]]
             budget = MAX_JWT_STRINGS
@@ -610,12 +616,13 @@ class FindingsEngine:
                 if h is None:
                     h = by_norm[norm] = self._hash(norm)
                 hashes[(c.kind, c.value)] = h
-            key = (c.location, c.event_position, h, c.vendor)
-            members = groups.get(key)
-            if members is None:
-                groups[key] = [c]
-            else:
-                members.append(c)
+            for position in (c.event_position,) if c.positions is None else c.positions:
+                key = (c.location, position, h, c.vendor)
+                members = groups.get(key)
+                if members is None:
+                    groups[key] = [c]
+                else:
+                    members.append(c)
         previews: dict[tuple[str, str, str], str] = {}
         severities: dict[str, str] = {}
         findings: list[Finding] = []
