@@ -100,3 +100,11 @@ def test_prefilter_set_agrees_with_each_prefilter():
         got = set(rs.Match(t) or ())
         for fn, pre in detectors._PREFILTERS.items():
             assert (index[fn] in got) == (pre.search(t) is not None), (fn.__name__, t[:40])
+
+
+def test_duplicate_json_keys_keep_the_body_scanned():
+    # A parser keeps the last "Mail": the first one is in the body only.
+    body = b'{"name":"Office.Test","data":{"Mail":"kim@example.invalid","Mail":""}}'
+    event = SimpleNamespace(position=0, data=json.loads(body), pii=[])
+    found = scan(engine(), body, [event])
+    assert ("email", "body") in {(f.kind, f.location) for f in found}

@@ -79,6 +79,18 @@ _JSON_ESCAPED = re.compile(r'[^\x20-\x7e]|["\\/]')  # characters a JSON writer m
 _ODD_KEY = re.compile(r"[\\/@:% ]")
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A parser keeps the last of duplicate keys: the body then holds a value no event has."""
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        raise _DuplicateKey("duplicate key")
+    return d
+
+
 class _Walk:
     """What walking a flow's events collects: distinct (path, text, from a JSON number) segments, the event
     positions each occurs at, and the remaining budgets (characters, nodes)."""
@@ -211,10 +223,13 @@ class FindingsEngine:
         try:
             text = bytes(body).decode("utf-8")
             try:
-                docs = [json.loads(text)]
+                docs = [json.loads(text, object_pairs_hook=_unique_keys)]
+            except _DuplicateKey:
+                return False
             except ValueError:  # NDJSON: one parse of all lines as an array, not a call per line
-                docs = json.loads("[" + ",".join(line for line in text.split("\n") if line.strip()) + "]")
-        except ValueError:
+                docs = json.loads("[" + ",".join(line for line in text.split("\n") if line.strip()) + "]",
+                                  object_pairs_hook=_unique_keys)
+        except ValueError:  # includes _DuplicateKey
             return False
         if len(docs) == 1 and isinstance(docs[0], list) and len(datas) > 1:
             docs = docs[0]  # a JSON array of events
@@ -625,6 +640,7 @@ class FindingsEngine:
                     members.append(c)
         previews: dict[tuple[str, str, str], str] = {}
         severities: dict[str, str] = {}
+        made: dict[int, tuple[Any, ...]] = {}
         findings: list[Finding] = []
         store_clear = self.store_clear
 
@@ -647,16 +663,21 @@ class FindingsEngine:
         for (location, position, h, _), members in groups.items():
             if len(members) == 1:  # the common case: one detector, one occurrence
                 c = members[0]
-                pkey = (c.kind, c.prefix, c.value)
-                shown = previews.get(pkey)
-                if shown is None:
-                    shown = previews[pkey] = (c.prefix + preview(_VENDOR_PREVIEW.get(c.kind, c.kind), c.value)
-                                              if c.value else "(value not found)")
-                severity = severities.get(c.kind)
-                if severity is None:
-                    severity = severities[c.kind] = severity_for(c.kind, data_flow)
-                findings.append(Finding(c.kind, c.detector, round(c.confidence, 3), severity, location, shown, h,
-                                        c.value if store_clear else None, position, c.span))
+                fields = made.get(id(c))  # a candidate standing for many events is rendered once
+                if fields is None:
+                    pkey = (c.kind, c.prefix, c.value)
+                    shown = previews.get(pkey)
+                    if shown is None:
+                        shown = previews[pkey] = (c.prefix + preview(_VENDOR_PREVIEW.get(c.kind, c.kind), c.value)
+                                                  if c.value else "(value not found)")
+                    severity = severities.get(c.kind)
+                    if severity is None:
+                        severity = severities[c.kind] = severity_for(c.kind, data_flow)
+                    fields = made[id(c)] = (c.kind, c.detector, round(c.confidence, 3), severity, shown,
+                                            c.value if store_clear else None, c.span)
+                kind, detector, confidence, severity, shown, value, span = fields
+                findings.append(Finding(kind, detector, confidence, severity, location, shown, h, value, position,
+                                        span))
             else:
                 top = max(c.rank for c in members)
                 kept: dict[tuple[str, str], list[_Candidate]] = {}
