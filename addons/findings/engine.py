@@ -503,9 +503,12 @@ class FindingsEngine:
             add = walk.add
             index, segments, where = walk.index, walk.segments, walk.where
             key_flags = _KEY_FLAGS
+            # Budgets in locals (written back around recursion and at the end): attribute traffic per
+            # leaf is a good part of the walk's cost.
+            chars, nodes = walk.chars, walk.nodes
             for k, v in node.items():
-                if walk.chars <= 0 or walk.nodes <= 0:
-                    walk.truncated = True
+                if chars <= 0 or nodes <= 0:
+                    walk.chars, walk.nodes, walk.truncated = chars, nodes, True
                     return
                 if type(k) is not str:
                     k = str(k)
@@ -520,31 +523,38 @@ class FindingsEngine:
                         lon = v
                     elif flags == _K_ADDRESS or odd_keys:
                         # Maps keyed by address ({"jane@…": …}); other keys are field names.
+                        walk.chars = chars
                         add(position, child, _bytes_text(k[:256]), False)
+                        chars = walk.chars
                 vt = type(v)
-                if vt is str:  # the common leaf, inlined (walk.add): a call per value is most of the cost
-                    walk.nodes -= 1
-                    if v:
-                        if len(v) >= walk.chars or not v.isascii():
-                            v = _bytes_text(v[:walk.chars])
-                        walk.chars -= len(v) + 1
-                        if walk.chars < 0:
-                            walk.truncated = True
+                if vt is str or vt is int or vt is float:  # the common leaves, inlined (walk.add)
+                    nodes -= 1
+                    if vt is str:
+                        if not v:
+                            continue
+                        if len(v) >= chars or not v.isascii():
+                            v = _bytes_text(v[:chars])
                         skey = (child, v, False)
-                        i = index.get(skey)
-                        if i is None:
-                            index[skey] = len(segments)
-                            segments.append(skey)
-                            where.append([position])
-                        else:
-                            where[i].append(position)
-                elif vt is int or vt is float:
-                    walk.nodes -= 1
-                    add(position, child, repr(v), True)
+                    else:
+                        v = repr(v)
+                        skey = (child, v, True)
+                    chars -= len(v) + 1
+                    if chars < 0:
+                        walk.truncated = True
+                    i = index.get(skey)
+                    if i is None:
+                        index[skey] = len(segments)
+                        segments.append(skey)
+                        where.append([position])
+                    else:
+                        where[i].append(position)
                 elif vt is bool or v is None:
-                    walk.nodes -= 1
+                    nodes -= 1
                 else:
+                    walk.chars, walk.nodes = chars, nodes
                     self._node(child, v, depth + 1, position, walk, out)
+                    chars, nodes = walk.chars, walk.nodes
+            walk.chars, walk.nodes = chars, nodes
             if lat is not _UNSET and lon is not _UNSET:
                 self._geo_pair(lat, lon, path, position, out)
         elif kind is list or kind is tuple:
