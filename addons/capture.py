@@ -7,6 +7,7 @@ that fails logs the error and the traffic goes on.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -17,7 +18,15 @@ from typing import Any
 from mitmproxy import connection, ctx, dns, http, tcp, tls, udp
 from mitmproxy.proxy.layers.tls import parse_client_hello
 
-from .records import Body, ConnectionRecord, DnsRecord, HttpFlowRecord, Record, WebSocketMessageRecord
+from .records import (
+    Body,
+    CaptureFailure,
+    ConnectionRecord,
+    DnsRecord,
+    HttpFlowRecord,
+    Record,
+    WebSocketMessageRecord,
+)
 
 log = logging.getLogger("teletap")
 
@@ -25,15 +34,20 @@ Submit = Callable[[Record], None]
 
 
 def guarded(hook: Callable[..., None]) -> Callable[..., None]:
-    """Never let an exception from a teletap hook reach mitmproxy (it would disturb the flow)."""
+    """Never let an exception from a teletap hook reach mitmproxy (it would disturb the flow).
+
+    The failure is logged and also queued, so ingest counts the lost item as unrecorded: nothing goes
+    missing silently, even through a bug of ours.
+    """
 
     @functools.wraps(hook)
     def wrapper(self: Any, *args: Any) -> None:
         try:
             hook(self, *args)
-        except Exception:
-            log.exception("teletap: %s hook failed; traffic continues, this item may be incomplete",
-                          hook.__name__)
+        except Exception as e:
+            log.exception("teletap: %s hook failed; traffic continues, this item is not recorded", hook.__name__)
+            with contextlib.suppress(Exception):
+                self.submit(CaptureFailure(hook=hook.__name__, error=f"{type(e).__name__}: {e}"[:300]))
 
     return wrapper
 
@@ -141,6 +155,9 @@ class Capture:
         req, resp = flow.request, flow.response
         client_address, client_port = _addr(flow.client_conn.peername)
         server_address, server_port = _addr(flow.server_conn.peername)
+        if server_address is None and flow.server_conn.via is not None and flow.server_conn.timestamp_start:
+            # upstream mode: the request went to the next proxy, not to the server itself
+            server_address, server_port = _addr(flow.server_conn.via[1])  # via is (scheme, address)
         path, _, query = req.path.partition("?")
         host = req.pretty_host
         sni = flow.client_conn.sni

@@ -24,7 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .records import ConnectionRecord, DnsRecord, Headers, HttpFlowRecord, Record, WebSocketMessageRecord
+from .records import (
+    CaptureFailure,
+    ConnectionRecord,
+    DnsRecord,
+    Headers,
+    HttpFlowRecord,
+    Record,
+    WebSocketMessageRecord,
+)
 from .store import FlowRows, Item, Row, Store, iso
 
 if TYPE_CHECKING:
@@ -423,6 +431,8 @@ class Ingest(_QueueFront):
                     record = _Stop()
             if isinstance(record, _Stop):
                 stopping = True
+            elif isinstance(record, CaptureFailure):
+                self.stats.unrecorded[f"capture failed in {record.hook}: {record.error}"] += 1
             elif record is not None:
                 try:
                     item = self.pipeline.process(record, self.session_id)

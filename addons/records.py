@@ -93,4 +93,12 @@ class DnsRecord:
     error: str | None = None
 
 
-Record = HttpFlowRecord | ConnectionRecord | WebSocketMessageRecord | DnsRecord
+@dataclass(slots=True)
+class CaptureFailure:
+    """A hook failed to build its record: ingest counts the item as unrecorded, with this reason."""
+
+    hook: str
+    error: str
+
+
+Record = HttpFlowRecord | ConnectionRecord | WebSocketMessageRecord | DnsRecord | CaptureFailure

@@ -10,7 +10,7 @@ from mitmproxy import tls
 from mitmproxy.test import taddons, tflow
 
 from teletap.capture import Capture
-from teletap.records import ConnectionRecord, DnsRecord, HttpFlowRecord, WebSocketMessageRecord
+from teletap.records import CaptureFailure, ConnectionRecord, DnsRecord, HttpFlowRecord, WebSocketMessageRecord
 
 
 def make() -> tuple[Capture, list]:
@@ -177,6 +177,17 @@ def test_dns_query_and_answer():
     (r,) = records
     assert isinstance(r, DnsRecord)
     assert r.question == "dns.google" and r.question_type == "A" and r.answers and r.response_code == "NOERROR"
+
+
+def test_a_record_that_cannot_be_built_is_reported_as_a_failure(caplog, monkeypatch):
+    capture, records = make()
+    monkeypatch.setattr(Capture, "http_record", staticmethod(lambda flow: 1 / 0))
+    with taddons.context(capture):
+        capture.response(tflow.tflow(resp=True))  # must not raise
+    (failure,) = records
+    assert isinstance(failure, CaptureFailure)
+    assert failure.hook == "response" and "ZeroDivisionError" in failure.error
+    assert "this item is not recorded" in caplog.text
 
 
 def test_a_failing_sink_never_reaches_mitmproxy(caplog):

@@ -103,3 +103,34 @@ def test_learn_pinned_passes_a_refusing_client_through_afterwards(tmp_path: Path
         assert "passing it through from now on" in tt.output()
     kinds = [r["kind"] for r in rows(tt.db, "select kind from connections order by started")]
     assert kinds == ["tls-failed-client", "passthrough"]
+
+
+def test_upstream_mode_chains_to_another_proxy(tmp_path: Path):
+    # teletap in front of an existing corporate proxy (here: a plain mitmdump on loopback).
+    corporate = free_port()
+    with Upstream() as plain:
+        chained = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mitmdump")), "-q", "--listen-host", LOOPBACK,
+             "--listen-port", str(corporate), "--set", f"confdir={tmp_path / 'corpconf'}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(corporate, proc=chained)
+            with running_teletap(tmp_path, "--mode", f"upstream:http://{LOOPBACK}:{corporate}") as tt:
+                with httpx.Client(proxy=tt.proxy, timeout=10) as client:
+                    assert client.get(f"http://{LOOPBACK}:{plain.port}/chained").status_code == 200
+                assert tt.stop() == 0
+        finally:
+            chained.terminate()
+            chained.wait(10)
+    (flow,) = rows(tt.db, "select * from flows where path = '/chained'")
+    assert flow["status"] == 200 and flow["server_port"] == corporate  # it went through the corporate proxy
+    assert len(plain.requests) == 1
+
+
+def test_wireguard_mode_starts_and_writes_the_client_configuration(tmp_path: Path):
+    wg_port = free_port(kind=socket.SOCK_DGRAM)
+    with running_teletap(tmp_path, "--mode", "regular", "--mode", f"wireguard@{wg_port}") as tt:
+        assert tt.stop() == 0
+        output = tt.output()
+    assert "WireGuard server listening" in output and "[Interface]" in output  # the config to import
+    assert (tt.confdir / "wireguard.conf").is_file()

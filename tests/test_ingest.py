@@ -190,3 +190,16 @@ def test_process_ingest_counts_every_item_across_the_process_boundary(tmp_path: 
     assert session["id"] == session_id and session["ended"]
     assert session["items_recorded"] == stats.recorded and session["items_unrecorded"] == dropped
     assert rows(db, "select count(*) as n from flows") == [{"n": stats.recorded}]
+
+
+def test_capture_failures_are_counted_as_unrecorded(tmp_path: Path, pipeline: Pipeline):
+    from teletap.records import CaptureFailure
+
+    db = tmp_path / "t.db"
+    ingest = Ingest(db, pipeline, session_label="bug")
+    ingest.start()
+    ingest.submit(CaptureFailure(hook="response", error="KeyError: 'x'"))
+    ingest.submit(flow(method="GET"))
+    stats = ingest.stop()
+    assert stats.recorded == 1 and stats.unrecorded == {"capture failed in response: KeyError: 'x'": 1}
+    assert rows(db, "select items_unrecorded from sessions") == [{"items_unrecorded": 1}]
