@@ -108,3 +108,13 @@ def test_duplicate_json_keys_keep_the_body_scanned():
     event = SimpleNamespace(position=0, data=json.loads(body), pii=[])
     found = scan(engine(), body, [event])
     assert ("email", "body") in {(f.kind, f.location) for f in found}
+
+
+def test_repeated_value_is_still_outranked_per_event_by_a_known_identifier():
+    e = FindingsEngine(key=KEY, identifiers=[Identifier("email", "kim@example.invalid")])
+    docs = [{"name": "Office.Test", "data": {"n": i, "Mail": "kim@example.invalid"}} for i in range(4)]
+    body = "\n".join(json.dumps(d) for d in docs).encode()
+    found = scan(e, body, [SimpleNamespace(position=i, data=d, pii=[]) for i, d in enumerate(docs)])
+    mail = sorted((f.event_position, f.kind, f.detector) for f in found if f.location == "event:data.Mail")
+    assert mail == [(i, "known-email", "known:plain") for i in range(4)]
+    assert b"kim@" not in blank_body(body, found)

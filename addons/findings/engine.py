@@ -631,6 +631,8 @@ class FindingsEngine:
         hashes: dict[tuple[str, str], str] = {}
         by_norm: dict[str, str] = {}
         min_conf = self.min_confidence
+        kept_candidates: list[tuple[_Candidate, str]] = []
+        shared: dict[tuple[str, str, bool], int] = {}  # candidates per (location, value, vendor)
         for c in candidates:
             if c.confidence < min_conf:
                 continue
@@ -641,18 +643,50 @@ class FindingsEngine:
                 if h is None:
                     h = by_norm[norm] = self._hash(norm)
                 hashes[(c.kind, c.value)] = h
-            for position in (c.event_position,) if c.positions is None else c.positions:
+            kept_candidates.append((c, h))
+            key3 = (c.location, h, c.vendor)
+            shared[key3] = shared.get(key3, 0) + 1
+        previews: dict[tuple[str, str, str], str] = {}
+        severities: dict[str, str] = {}
+        made: dict[int, tuple[Any, ...]] = {}
+        findings: list[Finding] = []
+        store_clear = self.store_clear
+
+        def fields_of(c: _Candidate) -> tuple[Any, ...]:
+            """What a single candidate's findings share, rendered once (it may stand for many events)."""
+            fields = made.get(id(c))
+            if fields is None:
+                pkey = (c.kind, c.prefix, c.value)
+                shown = previews.get(pkey)
+                if shown is None:
+                    shown = previews[pkey] = (c.prefix + preview(_VENDOR_PREVIEW.get(c.kind, c.kind), c.value)
+                                              if c.value else "(value not found)")
+                severity = severities.get(c.kind)
+                if severity is None:
+                    severity = severities[c.kind] = severity_for(c.kind, data_flow)
+                fields = made[id(c)] = (c.kind, c.detector, round(c.confidence, 3), severity, shown,
+                                        c.value if store_clear else None, c.span)
+            return fields
+
+        for c, h in kept_candidates:
+            positions = c.positions
+            if positions is not None and shared[(c.location, h, c.vendor)] == 1 \
+                    and len(set(positions)) == len(positions):
+                # Nothing else reports this value at this path: one finding per event, no grouping.
+                kind, detector, confidence, severity, shown, value, span = fields_of(c)
+                for position in positions:
+                    findings.append(Finding(kind, detector, confidence, severity, c.location, shown, h, value,
+                                            position, span))
+                continue
+            for position in (c.event_position,) if positions is None else positions:
                 key = (c.location, position, h, c.vendor)
                 members = groups.get(key)
                 if members is None:
                     groups[key] = [c]
                 else:
                     members.append(c)
-        previews: dict[tuple[str, str, str], str] = {}
-        severities: dict[str, str] = {}
-        made: dict[int, tuple[Any, ...]] = {}
-        findings: list[Finding] = []
-        store_clear = self.store_clear
+        if len(findings) >= MAX_FINDINGS:
+            return findings[:MAX_FINDINGS]
 
         def emit(kind: str, detector: str, best: _Candidate, location: str, position: int | None, h: str,
                  spans: list[tuple[int, int]]) -> None:
@@ -672,20 +706,7 @@ class FindingsEngine:
 
         for (location, position, h, _), members in groups.items():
             if len(members) == 1:  # the common case: one detector, one occurrence
-                c = members[0]
-                fields = made.get(id(c))  # a candidate standing for many events is rendered once
-                if fields is None:
-                    pkey = (c.kind, c.prefix, c.value)
-                    shown = previews.get(pkey)
-                    if shown is None:
-                        shown = previews[pkey] = (c.prefix + preview(_VENDOR_PREVIEW.get(c.kind, c.kind), c.value)
-                                                  if c.value else "(value not found)")
-                    severity = severities.get(c.kind)
-                    if severity is None:
-                        severity = severities[c.kind] = severity_for(c.kind, data_flow)
-                    fields = made[id(c)] = (c.kind, c.detector, round(c.confidence, 3), severity, shown,
-                                            c.value if store_clear else None, c.span)
-                kind, detector, confidence, severity, shown, value, span = fields
+                kind, detector, confidence, severity, shown, value, span = fields_of(members[0])
                 findings.append(Finding(kind, detector, confidence, severity, location, shown, h, value, position,
                                         span))
             else:
