@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,9 @@ def measure(kind: str, upstream: int, body: bytes, args: argparse.Namespace, wor
             content_type: str, tls: str | None = None) -> tuple[LoadResult, str]:
     port = free_port()
     proc = start_proxy(kind, port, workdir)
+    workers = _children(proc.pid)
+    t0 = (time.monotonic(), _cpu_seconds([proc.pid]))
+    wcpu0 = _cpu_seconds(workers)
     try:
         if tls is not None:
             result = _pinned_tls_load(port, upstream, body=body, connections=args.connections,
@@ -95,9 +99,26 @@ def measure(kind: str, upstream: int, body: bytes, args: argparse.Namespace, wor
         else:
             result = run_load(port, upstream, body=body, connections=args.connections, seconds=args.seconds,
                               content_type=content_type)
+        # Share of a core each process used during the load (warm-up included): a proxy below ~95 % was
+        # not the bottleneck, i.e. its core-0 neighbours (load generator, upstream, ingest worker) were.
+        wall = time.monotonic() - t0[0]
+        result.proxy_cpu = (_cpu_seconds([proc.pid]) - t0[1]) / wall  # type: ignore[attr-defined]
+        result.worker_cpu = (_cpu_seconds(workers) - wcpu0) / wall  # type: ignore[attr-defined]
     finally:
         stderr = stop_proxy(proc)
     return result, stderr
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes (all their threads), from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(proxy_port: int, upstream_port: int, *, body: bytes, connections: int, seconds: float,
@@ -207,6 +228,8 @@ class CaseSummary:
     p99: dict[str, float]
     errors: dict[str, int]
     unrecorded_warnings: list[str] = field(default_factory=list)
+    proxy_cpu: dict[str, float] = field(default_factory=dict)  # share of a core, mean over rounds
+    worker_cpu: float = 0.0  # teletap's ingest worker, share of a core
 
     @property
     def ratio(self) -> float:
@@ -242,7 +265,8 @@ def compare(cases: list[str], *, seconds: float = 8, connections: int = 20, roun
     if verbose:
         print(f"load: {args.client} (HTTPS: asyncio TLS client), {args.connections} connections, "
               f"{args.seconds:.0f} s per run, {args.rounds} round(s) per proxy")
-        print(f"{'case':<30} {'proxy':<9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+        print(f"{'case':<30} {'proxy':<9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+              f"{'proxy CPU':>9} {'worker CPU':>10}")
     summary = []
     try:
         with tempfile.TemporaryDirectory(prefix="teletap-bench-") as tmp:
@@ -265,13 +289,16 @@ def compare(cases: list[str], *, seconds: float = 8, connections: int = 20, roun
                         lat[kind].append((p50, p99))
                         if verbose:
                             print(f"{case:<30} {kind:<9} {result.rps:8.0f} {p50:8.1f} {p99:8.1f} "
-                                  f"{result.errors:6d}", flush=True)
+                                  f"{result.errors:6d} {result.proxy_cpu:9.0%} {result.worker_cpu:10.0%}",
+                                  flush=True)
                 kinds = ("mitmdump", "teletap")
                 summary.append(CaseSummary(
                     case, rps={k: sum(r.rps for r in totals[k]) / args.rounds for k in kinds},
                     p50={k: sum(p for p, _ in lat[k]) / args.rounds for k in kinds},
                     p99={k: sum(p for _, p in lat[k]) / args.rounds for k in kinds},
-                    errors={k: sum(r.errors for r in totals[k]) for k in kinds}, unrecorded_warnings=warnings))
+                    errors={k: sum(r.errors for r in totals[k]) for k in kinds}, unrecorded_warnings=warnings,
+                    proxy_cpu={k: sum(r.proxy_cpu for r in totals[k]) / args.rounds for k in kinds},
+                    worker_cpu=sum(r.worker_cpu for r in totals["teletap"]) / args.rounds))
     finally:
         for upstream in upstreams:
             upstream.terminate()
