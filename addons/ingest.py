@@ -177,13 +177,11 @@ class Pipeline:
             except Exception as e:
                 log.error("teletap: personal-data detection failed on %s: %s", r.url, _first_error_line(e))
                 notes.append(f"detection failed: {_first_error_line(e)}")
-            for f in findings:
-                finding_rows.append({
-                    "flow_id": r.id, "session_id": session_id, "location": f.location, "kind": f.kind,
-                    "detector": f.detector, "confidence": f.confidence, "severity": f.severity,
-                    "preview": f.preview, "value_hash": f.value_hash, "value": f.value, "host": r.host,
-                    "event_position": f.event_position, **sig,
-                })
+            shared = {"flow_id": r.id, "session_id": session_id, "host": r.host, **sig}
+            finding_rows = [{**shared, "location": f.location, "kind": f.kind, "detector": f.detector,
+                             "confidence": f.confidence, "severity": f.severity, "preview": f.preview,
+                             "value_hash": f.value_hash, "value": f.value, "event_position": f.event_position}
+                            for f in findings]
         if findings and self.config.blank_findings_in_bodies and req_body:
             from .findings import blank_body
 
