@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -458,8 +459,17 @@ class Ingest(_QueueFront):
         try:
             store.write(items)
             self.stats.recorded += len(items)
-        except Exception as e:
+        except sqlite3.OperationalError as e:
+            # The database cannot take writes now (full, locked, read-only, I/O): every item would fail too.
             self._count_error(f"write failed: {type(e).__name__}: {e}", e, len(items))
+        except Exception:
+            # A value SQLite refuses: one bad item must not cost its whole batch, so write them one by one.
+            for item in items:
+                try:
+                    store.write([item])
+                    self.stats.recorded += 1
+                except Exception as e:
+                    self._count_error(f"write failed: {type(e).__name__}: {e}", e)
         # If this fails too, the write error above (or the next flush) already reports an unusable database.
         with contextlib.suppress(Exception):
             store.update_session(self.session_id, recorded=self.stats.recorded,

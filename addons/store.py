@@ -127,6 +127,21 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> N
         raise
 
 
+def _storable(value: Any) -> Any:
+    """Text SQLite can store: a lone surrogate (a JSON "\\ud83d" cut in half, or a non-UTF-8 byte that
+    mitmproxy decoded with surrogateescape) becomes its backslash escape.
+
+    Inside JSON text that escape is the very same value, and one hostile string must not cost a row.
+    """
+    if type(value) is not str or value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 @dataclass
 class FlowRows:
     """A flow and what ingest derived from it, written together (replacing an earlier version)."""
@@ -165,7 +180,7 @@ class Store:
         self.conn.close()
 
     def _values(self, table: str, row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(row.get(c) for c in TABLES_BY_NAME[table].column_names)
+        return tuple(_storable(row.get(c)) for c in TABLES_BY_NAME[table].column_names)
 
     def start_session(self, *, label: str | None, kind: str, options: dict[str, Any],
                       signature_set_hash: str | None, mitmproxy_version: str | None) -> int:

@@ -29,7 +29,6 @@ def test_fuzzed_bodies_neither_escape_nor_get_swallowed(family: str) -> None:
     assert t.hook_escaped == 0 and t.pipeline_escaped == 0, _explain(t)
     assert t.guard_caught == 0 and t.pipeline_logged == 0, _explain(t)  # a logged failure hides a bug
     assert t.internal_decoder_errors == 0, _explain(t)
-    # Rows refused for a lone surrogate are the known bug pinned by the xfail tests below; anything else fails.
     assert t.store_failed == 0, _explain(t)
 
 
@@ -38,19 +37,16 @@ def test_fuzzing_is_reproducible() -> None:
     assert (a.decode_errors, a.events, a.records) == (b.decode_errors, b.events, b.records)
 
 
-SURROGATE_BUG = ("text with a lone surrogate reaches a row: teletap.ingest._json keeps it (ensure_ascii=False) and "
-                 "SQLite refuses to encode it, so Store.write fails and Ingest._flush counts the whole batch (up to "
-                 "500 flows) as unrecorded; see docs/benchmarks.md, 'Findings for teletap'")
+# Text with a lone surrogate used to reach a row, SQLite refused to encode it, and the whole batch (up to
+# 500 flows) was counted as unrecorded. The store now escapes it, and a failing batch is retried item by item.
 
 
-@pytest.mark.xfail(strict=True, reason=SURROGATE_BUG)
 def test_non_utf8_header_bytes_are_storable() -> None:
     # mitmproxy hands a Latin-1 header byte over as a surrogate escape (\udce9)
     t = run_family("1ds-json", 20, seed=5, non_utf8_headers=1.0)
     assert t.store_surrogates == 0, _explain(t)
 
 
-@pytest.mark.xfail(strict=True, reason=SURROGATE_BUG)
 def test_json_with_an_escaped_lone_surrogate_is_storable(tmp_path: Path) -> None:
     # a JavaScript SDK that cuts a UTF-16 string between the halves of a pair sends exactly this
     from teletap.ingest import build_pipeline

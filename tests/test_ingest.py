@@ -203,3 +203,21 @@ def test_capture_failures_are_counted_as_unrecorded(tmp_path: Path, pipeline: Pi
     stats = ingest.stop()
     assert stats.recorded == 1 and stats.unrecorded == {"capture failed in response: KeyError: 'x'": 1}
     assert rows(db, "select items_unrecorded from sessions") == [{"items_unrecorded": 1}]
+
+
+def test_one_unstorable_item_does_not_cost_its_batch(tmp_path: Path, pipeline: Pipeline):
+    class PickyStore(Store):
+        """A real store that refuses one flow's value, as SQLite refuses a value it cannot bind."""
+
+        def _write_flow(self, item):  # type: ignore[override]
+            if item.flow["id"] == "bad":
+                raise sqlite3.InterfaceError("Error binding parameter 1: type 'object' is not supported")
+            super()._write_flow(item)
+
+    ingest = Ingest(tmp_path / "t.db", pipeline, session_label="picky", store_factory=PickyStore, flush_interval=30)
+    ingest.start()
+    for fid in ("a", "bad", "b", "c"):
+        ingest.submit(flow(method="GET", fid=fid))
+    stats = ingest.stop()
+    assert stats.recorded == 3 and stats.unrecorded_total == 1
+    assert {r["id"] for r in rows(tmp_path / "t.db", "select id from flows")} == {"a", "b", "c"}

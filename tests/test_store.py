@@ -114,3 +114,15 @@ def test_iso_timestamps_sort_as_text():
     assert iso(None) is None
     assert iso(1700000014.830) == "2023-11-14T22:13:34.830Z"  # not .829: the float is 14.8299999…
     assert iso(1700000014.9996) == "2023-11-14T22:13:35.000Z"
+
+
+def test_lone_surrogates_are_stored_as_their_escape(tmp_path: Path):
+    import json
+
+    store = Store(tmp_path / "t.db")
+    cut = json.dumps({"title": "caf\ud83d"}, ensure_ascii=False)  # a UTF-16 pair cut in half
+    store.write([FlowRows(flow={"id": "f", "path": "/caf\udce9", "request_headers": cut})])
+    row = store.conn.execute("select path, request_headers from flows").fetchone()
+    assert row["path"] == "/caf\\udce9"  # visible, not lost
+    assert json.loads(row["request_headers"]) == {"title": "caf\ud83d"}  # in JSON, the very same value
+    store.close()
