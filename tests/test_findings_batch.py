@@ -118,3 +118,20 @@ def test_repeated_value_is_still_outranked_per_event_by_a_known_identifier():
     mail = sorted((f.event_position, f.kind, f.detector) for f in found if f.location == "event:data.Mail")
     assert mail == [(i, "known-email", "known:plain") for i in range(4)]
     assert b"kim@" not in blank_body(body, found)
+
+
+def test_json_nested_beyond_the_stack_is_scanned_without_an_error(caplog) -> None:
+    from teletap.decoders import decode_request
+    from teletap.findings import FindingsEngine
+
+    # NDJSON: the first line decodes to an event, the second nests deeper than Python's stack
+    body = (b'{"name":"Ok.Event","data":{"mail":"alice@example.invalid"}}\n'
+            + b'{"a":' * 5000 + b'"x"' + b"}" * 5000)
+    result = decode_request("POST", "https://api.example.invalid/v1",
+                            [("content-type", "application/x-json-stream")], body)
+    assert result.events  # the check only runs when there are events to compare the body with
+    engine = FindingsEngine(key=b"k" * 32)
+    found = engine.scan(url="https://api.example.invalid/v1", request_headers=[], body=body,
+                        content_type="application/x-json-stream", events=result.events, data_flow=None)
+    assert any(f.kind == "email" for f in found)
+    assert "RecursionError" not in caplog.text and "ERROR" not in caplog.text

@@ -229,16 +229,20 @@ class FindingsEngine:
             except ValueError:  # NDJSON: one parse of all lines as an array, not a call per line
                 docs = json.loads("[" + ",".join(line for line in text.split("\n") if line.strip()) + "]",
                                   object_pairs_hook=_unique_keys)
-        except ValueError:  # includes _DuplicateKey
-            return False
+        except (ValueError, RecursionError):  # ValueError includes _DuplicateKey; nesting beyond the stack
+            return False  # the body is then scanned in full, which is always correct
         if len(docs) == 1 and isinstance(docs[0], list) and len(datas) > 1:
             docs = docs[0]  # a JSON array of events
         if len(docs) > len(datas):
             return False
-        for doc, data in zip(docs, datas, strict=False):
-            # Decoders may add to an event (1DS: the collector's headers as "_collector"), never remove.
-            if doc != data and not (type(doc) is dict and isinstance(data, dict) and doc.items() <= data.items()):
-                return False
+        try:
+            for doc, data in zip(docs, datas, strict=False):
+                # Decoders may add to an event (1DS: the collector's headers as "_collector"), never remove.
+                if doc != data and not (type(doc) is dict and isinstance(data, dict)
+                                        and doc.items() <= data.items()):
+                    return False
+        except RecursionError:  # comparing documents nested deeper than the stack allows
+            return False
         return True
 
     def _value_spans(self, body: bytes, found: list[_Candidate]) -> dict[tuple[str, str], list[tuple[int, int]]]:
