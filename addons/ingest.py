@@ -305,6 +305,18 @@ class IngestStats:
         return sum(self.unrecorded.values())
 
 
+def _record_bytes(record: Record) -> int:
+    """Roughly the memory a queued record holds: its bodies (the rest is small)."""
+    if isinstance(record, HttpFlowRecord):
+        size = len(record.request_body.raw or b"")
+        if record.response_body is not None:
+            size += len(record.response_body.raw or b"")
+        return size + 512
+    if isinstance(record, WebSocketMessageRecord):
+        return len(record.content) + 256
+    return 256
+
+
 class _QueueFront:
     """What the proxy side of both ingest kinds does: put records in a bounded queue, never block."""
 
@@ -338,7 +350,7 @@ class Ingest(_QueueFront):
                  mitmproxy_version: str | None = None, queue_size: int = 10_000,
                  flush_interval: float = 0.5, batch_size: int = 500, batch_bytes: int = 16 * 1024 * 1024,
                  store_factory: Callable[[Path], Store] = Store, queue_obj: Any = None, dropped: Any = None,
-                 parent_alive: Callable[[], bool] | None = None):
+                 parent_alive: Callable[[], bool] | None = None, consumed: Callable[[Any], None] | None = None):
         self.db_path = Path(db_path)
         self.pipeline = pipeline
         # In a worker process the queue and the drop counter are shared with the proxy process.
@@ -346,6 +358,7 @@ class Ingest(_QueueFront):
         self._dropped = dropped if dropped is not None else _Counter()
         self._dropped_counted = 0
         self._parent_alive = parent_alive
+        self._consumed = consumed
         self.flush_interval = flush_interval
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
@@ -432,6 +445,8 @@ class Ingest(_QueueFront):
             if isinstance(record, _Stop):
                 stopping = True
             elif record is not None:
+                if self._consumed is not None:
+                    self._consumed(record)
                 for one in record if isinstance(record, list) else (record,):  # ProcessIngest sends batches
                     if isinstance(one, CaptureFailure):
                         self.stats.unrecorded[f"capture failed in {one.hook}: {one.error}"] += 1
@@ -500,10 +515,12 @@ class ProcessIngest(_QueueFront):
     BATCH_SECONDS = 0.02
 
     def __init__(self, db_path: str | Path, pipeline_spec: dict[str, Any], *, queue_size: int = 10_000,
-                 start_timeout: float = 120, **ingest_kwargs: Any):
+                 queue_bytes: int = 256 * 1024 * 1024, start_timeout: float = 120, **ingest_kwargs: Any):
         self.db_path = Path(db_path)
         self.pipeline_spec = pipeline_spec
         self.queue_size = queue_size
+        # Bounded in bytes too: 10,000 queued 200 KB bodies would hold 2 GB in the proxy process.
+        self.queue_bytes = queue_bytes
         self.start_timeout = start_timeout
         self.ingest_kwargs = ingest_kwargs
         self.session_id: int | None = None
@@ -520,10 +537,12 @@ class ProcessIngest(_QueueFront):
         self.queue = mp.Queue(maxsize=max(1, -(-self.queue_size // self.BATCH_RECORDS)))  # in batches
         _widen_pipe(self.queue)
         self._dropped = mp.Value("q", 0, lock=False)
+        self._inflight = mp.Value("q", 0)  # bytes queued and not yet taken by the worker; both sides write it
         self._results, child_end = mp.Pipe(duplex=False)
         self._process = mp.Process(
             target=_ingest_process_main, name="teletap-ingest", daemon=False,
-            args=(self.db_path, self.pipeline_spec, self.ingest_kwargs, self.queue, self._dropped, child_end),
+            args=(self.db_path, self.pipeline_spec, self.ingest_kwargs, self.queue, self._dropped, self._inflight,
+                  child_end),
         )
         self._process.start()
         child_end.close()
@@ -556,9 +575,19 @@ class ProcessIngest(_QueueFront):
         if not self._buffer:
             return
         batch, self._buffer = self._buffer, []
+        size = sum(_record_bytes(r) for r in batch)
+        with self._inflight.get_lock():
+            fits = self._inflight.value + size <= self.queue_bytes or self._inflight.value == 0
+            if fits:
+                self._inflight.value += size
         try:
+            if not fits:
+                raise queue.Full
             self.queue.put_nowait(batch)
         except queue.Full:
+            if fits:
+                with self._inflight.get_lock():
+                    self._inflight.value -= size
             self._dropped.value += len(batch)
             now = time.monotonic()
             if now - self._last_drop_log > 10:
@@ -604,7 +633,7 @@ def _widen_pipe(work: Any, size: int = 1024 * 1024) -> None:
 
 
 def _ingest_process_main(db_path: Path, pipeline_spec: dict[str, Any], ingest_kwargs: dict[str, Any],
-                         work: Any, dropped: Any, results: Any) -> None:
+                         work: Any, dropped: Any, inflight: Any, results: Any) -> None:
     import multiprocessing
     import signal
 
@@ -615,7 +644,11 @@ def _ingest_process_main(db_path: Path, pipeline_spec: dict[str, Any], ingest_kw
     parent = multiprocessing.parent_process()
     try:
         pipeline, _ = build_pipeline(**pipeline_spec)
-        ingest = Ingest(db_path, pipeline, queue_obj=work, dropped=dropped,
+        def consumed(batch: Any) -> None:
+            with inflight.get_lock():
+                inflight.value -= sum(_record_bytes(r) for r in batch)
+
+        ingest = Ingest(db_path, pipeline, queue_obj=work, dropped=dropped, consumed=consumed,
                         parent_alive=parent.is_alive if parent is not None else None, **ingest_kwargs)
         session_id = ingest.start()
     except Exception as e:

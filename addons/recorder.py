@@ -81,6 +81,9 @@ class Recorder:
                           "Store at most this many bytes of each response body.")
         loader.add_option("teletap_queue_size", int, 10_000,
                           "Items the ingest queue holds before new ones are counted as unrecorded.")
+        loader.add_option("teletap_queue_bytes", int, 256 * 1024 * 1024,
+                          "Body bytes the ingest queue holds before new items are counted as unrecorded "
+                          "(bounds the proxy's memory when ingest falls behind).")
 
     def configure(self, updated: set[str]) -> None:
         if not updated & _PIPELINE_OPTIONS:
@@ -88,8 +91,8 @@ class Recorder:
         opts = ctx.options
         if opts.teletap_max_body < 0 or opts.teletap_max_response_body < 0:
             raise exceptions.OptionsError("teletap_max_body and teletap_max_response_body must be >= 0")
-        if opts.teletap_queue_size < 1:
-            raise exceptions.OptionsError("teletap_queue_size must be at least 1")
+        if opts.teletap_queue_size < 1 or opts.teletap_queue_bytes < 1:
+            raise exceptions.OptionsError("teletap_queue_size and teletap_queue_bytes must be at least 1")
         db_path = Path(opts.teletap_db).expanduser()
         try:
             connect(db_path).close()  # fail now, with a clear message, rather than once traffic flows
@@ -135,6 +138,7 @@ class Recorder:
 
         ingest = ProcessIngest(
             Path(opts.teletap_db).expanduser(), self.pipeline_spec, queue_size=opts.teletap_queue_size,
+            queue_bytes=opts.teletap_queue_bytes,
             session_label=opts.teletap_session or None, session_options=session_options,
             signature_set_hash=self.sigset.hash, signature_rows=signature_rows(self.sigset),
             mitmproxy_version=mitmproxy_version.VERSION,

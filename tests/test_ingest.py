@@ -190,6 +190,7 @@ def test_process_ingest_counts_every_item_across_the_process_boundary(tmp_path: 
     assert session["id"] == session_id and session["ended"]
     assert session["items_recorded"] == stats.recorded and session["items_unrecorded"] == dropped
     assert rows(db, "select count(*) as n from flows") == [{"n": stats.recorded}]
+    assert ingest._inflight.value == 0  # the worker gave back every byte it took
 
 
 def test_capture_failures_are_counted_as_unrecorded(tmp_path: Path, pipeline: Pipeline):
@@ -221,3 +222,23 @@ def test_one_unstorable_item_does_not_cost_its_batch(tmp_path: Path, pipeline: P
     stats = ingest.stop()
     assert stats.recorded == 3 and stats.unrecorded_total == 1
     assert {r["id"] for r in rows(tmp_path / "t.db", "select id from flows")} == {"a", "b", "c"}
+
+
+def test_process_queue_is_bounded_in_bytes(tmp_path: Path):
+    """Nothing drains the queue here: what fits in queue_bytes is queued, the rest is counted, not held."""
+    import multiprocessing
+
+    from teletap.ingest import ProcessIngest
+
+    mp = multiprocessing.get_context("spawn")
+    front = ProcessIngest(tmp_path / "unused.db", {}, queue_size=10_000, queue_bytes=1024 * 1024)
+    front.queue, front._dropped, front._inflight = mp.Queue(maxsize=100), mp.Value("q", 0, lock=False), mp.Value("q", 0)
+    body = b"b" * 200 * 1024
+    for i in range(10):  # off an event loop, every record is sent at once
+        front.submit(flow(body, fid=f"big{i}"))
+    assert front._dropped.value == 5  # five 200 KB bodies fit in 1 MiB, the other five are counted
+    queued = [front.queue.get(timeout=5) for _ in range(5)]
+    assert [r.id for batch in queued for r in batch] == [f"big{i}" for i in range(5)]
+    assert front._inflight.value == 5 * (200 * 1024 + 512 + 9)  # bodies (+ the 9-byte response) in flight
+    front.queue.close()
+    front.queue.join_thread()
