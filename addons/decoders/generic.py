@@ -44,18 +44,23 @@ def decode_json(body: bytes, limits: Limits, notes: list[str]) -> list[Event]:
 # --- form / query ----------------------------------------------------------------------------------------
 
 
+def add_value(out: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``out[key]``; a repeated key keeps every value, as a list in order."""
+    if key in out:
+        cur = out[key]
+        if isinstance(cur, list):
+            cur.append(value)
+        else:
+            out[key] = [cur, value]
+    else:
+        out[key] = value
+
+
 def params_dict(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
     """Pairs → dict; a repeated name keeps every value as a list."""
     out: dict[str, Any] = {}
     for k, v in pairs:
-        if k in out:
-            cur = out[k]
-            if isinstance(cur, list):
-                cur.append(v)
-            else:
-                out[k] = [cur, v]
-        else:
-            out[k] = v
+        add_value(out, k, v)
     return out
 
 
@@ -206,15 +211,7 @@ def _pb_message(buf: bytes, depth: int, budget: list[int]) -> dict[str, Any]:
             v = _pb_length_delimited(chunk, depth, budget)
         else:
             raise _PbError(f"unsupported wire type {wire}")
-        k = str(field)
-        if k in out:
-            cur = out[k]
-            if isinstance(cur, list):
-                cur.append(v)
-            else:
-                out[k] = [cur, v]
-        else:
-            out[k] = v
+        add_value(out, str(field), v)
     return out
 
 
