@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,9 @@ SESSIONS = Table(
     label_column="label",
 )
 
+HOSTS_COVERING_INDEX = ("host", "signature_id", "category", "vendor", "data_flow", "session_id", "request_size_wire",
+                        "request_time")
+
 FLOWS = Table(
     "flows",
     "Every HTTP(S) request that passed through the proxy, with its response or error.",
@@ -132,7 +135,9 @@ FLOWS = Table(
         _c("source", "TEXT", "live, or the file a flow was imported from"),
     ),
     foreign_keys=(("session_id", "sessions", "id"), ("signature_id", "signatures", "id")),
-    indexes=(("session_id",), ("host",), ("request_time",), ("signature_id",), ("category",)),
+    indexes=(("session_id",), ("host",), ("request_time",), ("signature_id",), ("category",),
+             # Covers "hosts contacted": grouped by host without fetching each (body-laden) row (v2).
+             HOSTS_COVERING_INDEX),
     label_column="url",
 )
 

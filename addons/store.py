@@ -44,8 +44,14 @@ def _create_private_file(path: Path) -> None:
         os.chmod(path, 0o600)
 
 
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    # The flows' create statements include the new covering index; IF NOT EXISTS leaves the rest alone.
+    for statement in TABLES_BY_NAME["flows"].create_sql():
+        conn.execute(statement)
+
+
 # Migrations from version N to N+1, applied in order inside one transaction. Version 1 is the first.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:

