@@ -329,12 +329,16 @@ class _QueueFront:
         try:
             self.queue.put_nowait(record)
         except queue.Full:
-            self._dropped.value += 1
-            now = time.monotonic()
-            if now - self._last_drop_log > 10:
-                self._last_drop_log = now
-                log.warning("teletap: ingest queue full: %d item(s) not recorded so far; traffic is unaffected",
-                            self._dropped.value)
+            self._count_drop(1)
+
+    def _count_drop(self, items: int) -> None:
+        """Count items the full queue could not take, and say so (at most every 10 s)."""
+        self._dropped.value += items
+        now = time.monotonic()
+        if now - self._last_drop_log > 10:
+            self._last_drop_log = now
+            log.warning("teletap: ingest queue full: %d item(s) not recorded so far; traffic is unaffected",
+                        self._dropped.value)
 
 
 class Ingest(_QueueFront):
@@ -588,12 +592,7 @@ class ProcessIngest(_QueueFront):
             if fits:
                 with self._inflight.get_lock():
                     self._inflight.value -= size
-            self._dropped.value += len(batch)
-            now = time.monotonic()
-            if now - self._last_drop_log > 10:
-                self._last_drop_log = now
-                log.warning("teletap: ingest queue full: %d item(s) not recorded so far; traffic is unaffected",
-                            self._dropped.value)
+            self._count_drop(len(batch))
 
     def stop(self, timeout: float = 120) -> IngestStats:
         if self._process is None:
