@@ -30,7 +30,8 @@ SORT_DESC: dict[str, str] = {
     "sessions": "id", "websocket_messages": "id",
 }
 SORT: dict[str, str] = {"signatures": "id"}
-HIDDEN = ("teletap_schema",)  # bookkeeping, not evidence: kept out of the officers' table list
+# Bookkeeping and derived counts, not evidence: kept out of the officers' table list (still queryable).
+HIDDEN = ("teletap_schema", "summary_endpoints", "summary_traffic", "summary_events", "summary_findings")
 
 # How teletap's Datasette plugin (addons/datasette_plugins) shows cells: JSON pretty-printed, long text and
 # bodies folded away behind a summary line, flows linked to their events and findings.
@@ -53,22 +54,39 @@ PLUGIN_CONFIG: dict[str, Any] = {
 # integers because Datasette passes every parameter as text.
 _IN_SESSION = "(:session = '' or {t}session_id = cast(:session as integer))"
 
-# Everything a client contacted: HTTP flows and the connections teletap could not (or did not) read. Event and
-# finding counts come from the flow rows (ingest writes them with the flow), so summaries need no join.
-_SEEN = """with seen as (
-  select host, signature_id, category, vendor, data_flow, session_id, client_address, 1 as is_flow,
-    coalesce(request_size_wire, 0) as bytes_sent, request_time as time, coalesce(event_count, 0) as events,
-    coalesce(finding_count, 0) as findings
-  from flows
-  union all
-  select coalesce(sni, server_address), signature_id, category, vendor, data_flow, session_id, client_address, 0,
-    coalesce(bytes_from_client, 0), started, 0, 0
-  from connections
+# The grouped questions read the summary tables ingest keeps (addons/summaries.py): at 1M flows and 5M
+# events, grouping the rows themselves took seconds to minutes per page view. Summaries store '' for "none"
+# (their upsert key cannot hold NULL); the queries turn it back into NULL so results read as before.
+_SEEN = f"""with seen as (
+  select session_id, source, nullif(host, '') as host, nullif(signature_id, '') as signature_id,
+    nullif(category, '') as category, nullif(vendor, '') as vendor, nullif(data_flow, '') as data_flow,
+    nullif(content_type, '') as content_type,
+    case source when 'flow' then items else 0 end as flows,
+    case source when 'connection' then items else 0 end as connections,
+    bytes_sent, first_seen, last_seen
+  from summary_endpoints
+  where {_IN_SESSION.format(t="")}
 )
 """
+_CLIENTS = f"""with seen as (
+  select nullif(client_address, '') as client_address, nullif(host, '') as host,
+    nullif(signature_id, '') as signature_id, items,
+    case source when 'flow' then items else 0 end as flows,
+    case source when 'connection' then items else 0 end as connections,
+    bytes_sent, events, findings, first_seen, last_seen
+  from summary_clients
+  where {_IN_SESSION.format(t="")}
+)
+"""
+_EVENTS = f"""with named as (
+  select nullif(name, '') as name, nullif(format, '') as format, documented_level, direction,
+    nullif(host, '') as host, events, flows, first_seen, last_seen
+  from summary_events
+  where {_IN_SESSION.format(t="")}
+)
+"""
+_UNDOCUMENTED = "coalesce(signature_id, 'undocumented') = 'undocumented'"
 
-# "events e not indexed": grouping every event reads the whole table anyway; walking it through the name index
-# instead (SQLite's choice) costs random reads, 3× slower on 400k events.
 # Queries are the questions privacy officers ask, answerable in a click; titles are those questions.
 QUERIES: dict[str, dict[str, Any]] = {
     "endpoints_by_category": {
@@ -76,28 +94,26 @@ QUERIES: dict[str, dict[str, Any]] = {
         "description": "Every destination, grouped by what its signature says it is (category, vendor) and "
                        "linked to the vendor's documentation. 'undocumented' means no signature matched. "
                        "Counts HTTP flows and connections that could not be read. Leave a field empty for all.",
-        "sql": _SEEN + f"""select coalesce(seen.category, 'undocumented') as category, seen.vendor, seen.host,
+        "sql": _SEEN + """select coalesce(seen.category, 'undocumented') as category, seen.vendor as vendor, seen.host,
   seen.signature_id, s.name as documented_as, s.documentation_url,
-  sum(is_flow) as flows, sum(1 - is_flow) as connections, sum(bytes_sent) as bytes_sent,
-  min(time) as first_seen, max(time) as last_seen
+  sum(flows) as flows, sum(connections) as connections, sum(bytes_sent) as bytes_sent,
+  min(first_seen) as first_seen, max(last_seen) as last_seen
 from seen left join signatures s on s.id = seen.signature_id
-where {_IN_SESSION.format(t="seen.")}
-  and (:category = '' or coalesce(seen.category, 'undocumented') = :category)
+where (:category = '' or coalesce(seen.category, 'undocumented') = :category)
   and (:vendor = '' or seen.vendor = :vendor)
 group by coalesce(seen.category, 'undocumented'), seen.vendor, seen.host, seen.signature_id
-order by category, seen.vendor, flows desc, seen.host""",
+order by category, vendor, flows desc, seen.host""",
         "params": ["session", "category", "vendor"],
     },
     "undocumented_endpoints": {
         "title": "Undocumented endpoints",
         "description": "Destinations that match no documented endpoint: traffic the vendors' documentation "
                        "does not explain. Start the review here.",
-        "sql": _SEEN + f"""select host, sum(is_flow) as flows, sum(1 - is_flow) as connections,
+        "sql": _CLIENTS + f"""select host, sum(flows) as flows, sum(connections) as connections,
   sum(bytes_sent) as bytes_sent, count(distinct client_address) as clients, sum(events) as events,
-  sum(findings) as personal_data_findings,
-  min(time) as first_seen, max(time) as last_seen
+  sum(findings) as personal_data_findings, min(first_seen) as first_seen, max(last_seen) as last_seen
 from seen
-where coalesce(signature_id, 'undocumented') = 'undocumented' and {_IN_SESSION.format(t="")}
+where {_UNDOCUMENTED}
 group by host
 order by flows desc, connections desc, host""",
         "params": ["session"],
@@ -106,19 +122,23 @@ order by flows desc, connections desc, host""",
         "title": "Third-party destinations and what was sent to each",
         "description": "Destinations that the signatures document as third parties (not the vendor or its "
                        "affiliates): how much was sent, which decoded events and which kinds of personal data.",
-        "sql": _SEEN + f"""select seen.host, seen.vendor, seen.signature_id, s.name as documented_as,
-  s.documentation_url, sum(is_flow) as flows, sum(1 - is_flow) as connections, sum(bytes_sent) as bytes_sent,
-  (select group_concat(distinct f.request_content_type) from flows f
-   where f.host = seen.host and f.data_flow = 'third-party' and {_IN_SESSION.format(t="f.")}) as content_types,
-  (select group_concat(distinct e.name) from events e join flows f on f.id = e.flow_id
-   where f.host = seen.host and f.data_flow = 'third-party' and {_IN_SESSION.format(t="f.")}) as events_sent,
-  (select group_concat(distinct fi.kind) from findings fi join flows f on f.id = fi.flow_id
-   where f.host = seen.host and f.data_flow = 'third-party' and {_IN_SESSION.format(t="f.")}) as personal_data_sent,
-  (select count(*) from findings fi join flows f on f.id = fi.flow_id
-   where f.host = seen.host and f.data_flow = 'third-party' and {_IN_SESSION.format(t="f.")}) as findings,
-  min(time) as first_seen, max(time) as last_seen
+        # What was sent to each third-party host: one pass over each summary, joined by host.
+        "sql": _SEEN + f""", sent_events as (
+  select host, group_concat(distinct nullif(name, '')) as names from summary_events
+  where data_flow = 'third-party' and {_IN_SESSION.format(t="")} group by host
+), sent_data as (
+  select host, group_concat(distinct kind) as kinds, sum(findings) as findings from summary_findings
+  where data_flow = 'third-party' and {_IN_SESSION.format(t="")} group by host
+)
+select seen.host, seen.vendor, seen.signature_id, s.name as documented_as,
+  s.documentation_url, sum(flows) as flows, sum(connections) as connections, sum(bytes_sent) as bytes_sent,
+  group_concat(distinct seen.content_type) as content_types, sent_events.names as events_sent,
+  sent_data.kinds as personal_data_sent, coalesce(sent_data.findings, 0) as findings,
+  min(first_seen) as first_seen, max(last_seen) as last_seen
 from seen left join signatures s on s.id = seen.signature_id
-where seen.data_flow = 'third-party' and {_IN_SESSION.format(t="seen.")}
+  left join sent_events on sent_events.host = seen.host
+  left join sent_data on sent_data.host = seen.host
+where seen.data_flow = 'third-party'
 group by seen.host, seen.vendor, seen.signature_id
 order by bytes_sent desc, seen.host""",
         "params": ["session"],
@@ -127,28 +147,31 @@ order by bytes_sent desc, seen.host""",
         "title": "Personal data found, by kind and destination",
         "description": "What kinds of personal data were found, sent where, worst first. Values are not shown: "
                        "'distinct values' counts different values by their keyed hash. kind: e.g. email.",
-        "sql": f"""select fi.kind, coalesce(fi.host, f.host) as destination,
-  coalesce(fi.data_flow, 'undocumented') as data_flow, fi.vendor, fi.severity, count(*) as findings,
-  count(distinct fi.value_hash) as distinct_values, group_concat(distinct fi.location) as found_in,
-  min(f.request_time) as first_seen, max(f.request_time) as last_seen
-from findings fi left join flows f on f.id = fi.flow_id
-where {_IN_SESSION.format(t="fi.")} and (:kind = '' or fi.kind = :kind)
-group by fi.kind, destination, fi.data_flow, fi.vendor, fi.severity
-order by case fi.severity when 'high' then 0 when 'medium' then 1 else 2 end, findings desc, fi.kind, destination""",
+        "sql": f"""select kind, destination, data_flow, vendor, severity, sum(findings) as findings,
+  count(distinct value_hash) as distinct_values, group_concat(distinct location) as found_in,
+  min(first_seen) as first_seen, max(last_seen) as last_seen
+from (select kind, nullif(host, '') as destination, coalesce(nullif(data_flow, ''), 'undocumented') as data_flow,
+        nullif(vendor, '') as vendor, nullif(severity, '') as severity, nullif(location, '') as location,
+        nullif(value_hash, '') as value_hash, findings, first_seen, last_seen
+      from summary_findings
+      where {_IN_SESSION.format(t="")} and (:kind = '' or kind = :kind))
+group by kind, destination, data_flow, vendor, severity
+order by case severity when 'high' then 0 when 'medium' then 1 else 2 end, findings desc, kind, destination""",
         "params": ["session", "kind"],
     },
     "events_by_name": {
         "title": "Events by name, with their documented level",
-        "description": "Every decoded event name, how often it was sent and where, and what Microsoft documents "
-                       "for it (office-required, office-essential-service, windows-required or undocumented). "
+        "description": "Every decoded event name, how often it was sent (direction 'request') or received "
+                       "('response', e.g. configuration) and where, and what Microsoft documents for it "
+                       "(office-required, office-essential-service, windows-required or undocumented). "
                        "name: part of an event name, e.g. Office.Outlook.",
-        "sql": f"""select e.name, e.format, coalesce(e.documented_level, 'undocumented') as documented_level,
-  count(*) as events, count(distinct e.flow_id) as flows, group_concat(distinct f.host) as sent_to,
-  min(coalesce(e.time, f.request_time)) as first_seen, max(coalesce(e.time, f.request_time)) as last_seen
-from events e not indexed left join flows f on f.id = e.flow_id
-where {_IN_SESSION.format(t="e.")} and (:name = '' or e.name like '%' || :name || '%')
-group by e.name, e.format, e.documented_level
-order by events desc, e.name""",
+        "sql": _EVENTS + """select name, format, documented_level, direction, sum(events) as events,
+  sum(flows) as flows, group_concat(distinct host) as sent_to, min(first_seen) as first_seen,
+  max(last_seen) as last_seen
+from named
+where (:name = '' or name like '%' || :name || '%')
+group by name, format, documented_level, direction
+order by events desc, name""",
         "params": ["session", "name"],
     },
     "events_beyond_level": {
@@ -159,32 +182,30 @@ order by events desc, e.name""",
                        "required diagnostic events, as only essential services may then send. Unknown values "
                        "count as 'neither', so nothing is hidden by a typo. Only named events sent by clients: "
                        "a query string or form without an event name has no documented level to compare.",
-        "sql": f"""select e.name, coalesce(e.documented_level, 'undocumented') as documented_level,
-  case when coalesce(e.documented_level, 'undocumented') = 'undocumented'
-    then 'not in Microsoft''s documented lists'
-    else 'documented as ' || e.documented_level || ': above the configured level' end as why,
-  e.format, count(*) as events, count(distinct e.flow_id) as flows, group_concat(distinct f.host) as sent_to,
-  min(coalesce(e.time, f.request_time)) as first_seen, max(coalesce(e.time, f.request_time)) as last_seen
-from events e not indexed left join flows f on f.id = e.flow_id
-where coalesce(e.direction, 'request') = 'request' and coalesce(e.name, '') != '' and {_IN_SESSION.format(t="e.")}
-  and coalesce(e.documented_level, 'undocumented') != 'office-essential-service'
+        "sql": _EVENTS + """select name, documented_level,
+  case when documented_level = 'undocumented' then 'not in Microsoft''s documented lists'
+    else 'documented as ' || documented_level || ': above the configured level' end as why,
+  format, sum(events) as events, sum(flows) as flows, group_concat(distinct host) as sent_to,
+  min(first_seen) as first_seen, max(last_seen) as last_seen
+from named
+where direction = 'request' and name is not null and documented_level != 'office-essential-service'
   and not (lower(trim(:level)) in ('', 'required', 'basic', 'optional', 'full')
-           and e.documented_level in ('office-required', 'windows-required'))
-group by e.name, e.documented_level, e.format
-order by documented_level desc, events desc, e.name""",
+           and documented_level in ('office-required', 'windows-required'))
+group by name, documented_level, format
+order by documented_level desc, events desc, name""",
         "params": ["level", "session"],
     },
     "traffic_over_time": {
         "title": "Traffic over time, per category",
         "description": "HTTP flows and bytes per hour and category (times in UTC). bucket: hour (default), "
                        "minute or day. The charts page draws this.",
-        "sql": f"""select case lower(:bucket) when 'minute' then substr(request_time, 1, 16)
-    when 'day' then substr(request_time, 1, 10) else substr(request_time, 1, 13) || ':00' end as period,
-  coalesce(category, 'undocumented') as category, count(*) as flows,
-  sum(coalesce(request_size_wire, 0)) as bytes_sent, sum(coalesce(response_size_wire, 0)) as bytes_received
-from flows
-where request_time is not null and {_IN_SESSION.format(t="")}
-group by period, coalesce(category, 'undocumented')
+        "sql": f"""select case lower(:bucket) when 'minute' then minute
+    when 'day' then substr(minute, 1, 10) else substr(minute, 1, 13) || ':00' end as period,
+  coalesce(nullif(category, ''), 'undocumented') as category, sum(flows) as flows,
+  sum(bytes_sent) as bytes_sent, sum(bytes_received) as bytes_received
+from summary_traffic
+where {_IN_SESSION.format(t="")}
+group by period, coalesce(nullif(category, ''), 'undocumented')
 order by period, category""",
         "params": ["session", "bucket"],
     },
@@ -204,13 +225,12 @@ order by connections desc""",
         "title": "Summary per client",
         "description": "For each audited client address: how many flows and unreadable connections, how many "
                        "destinations, bytes sent, decoded events, personal-data findings and undocumented items.",
-        "sql": _SEEN + f"""select client_address, sum(is_flow) as flows, sum(1 - is_flow) as connections,
+        "sql": _CLIENTS + f"""select client_address, sum(flows) as flows, sum(connections) as connections,
   count(distinct host) as destinations, sum(bytes_sent) as bytes_sent, sum(events) as events,
   sum(findings) as personal_data_findings,
-  sum(coalesce(signature_id, 'undocumented') = 'undocumented') as undocumented,
-  min(time) as first_seen, max(time) as last_seen
+  sum(case when {_UNDOCUMENTED} then items else 0 end) as undocumented,
+  min(first_seen) as first_seen, max(last_seen) as last_seen
 from seen
-where {_IN_SESSION.format(t="")}
 group by client_address
 order by flows desc, client_address""",
         "params": ["session"],
@@ -220,15 +240,15 @@ order by flows desc, client_address""",
         "description": "Endpoints (hosts) and event names seen in only one of two sessions, e.g. before and "
                        "after a policy change. session_a, session_b: session numbers (see the sessions table).",
         "sql": """with items as (
-  select 'endpoint' as what, host as item, signature_id, session_id from flows where host is not null
+  select 'endpoint' as what, host as item, signature_id, session_id, items as n from summary_endpoints
+  where host != ''
   union all
-  select 'endpoint', coalesce(sni, server_address), signature_id, session_id from connections
-  union all
-  select 'event', name, signature_id, session_id from events where coalesce(name, '') != ''
+  select 'event', name, signature_id, session_id, events from summary_events where name != ''
 ),
 counted as (
-  select what, item, max(signature_id) as signature_id,
-    sum(session_id = cast(:session_a as integer)) as in_a, sum(session_id = cast(:session_b as integer)) as in_b
+  select what, item, nullif(max(signature_id), '') as signature_id,
+    sum(case when session_id = cast(:session_a as integer) then n else 0 end) as in_a,
+    sum(case when session_id = cast(:session_b as integer) then n else 0 end) as in_b
   from items
   group by what, item
 )
@@ -242,10 +262,10 @@ order by only_in, what, item""",
     "hosts_by_flows": {
         "title": "Hosts contacted, by number of flows",
         "description": "Every destination host with its flow count, bytes sent and documentation status.",
-        "sql": f"""select host, signature_id, category, vendor, data_flow, count(*) as flows,
-  sum(coalesce(request_size_wire, 0)) as bytes_sent, min(request_time) as first_seen, max(request_time) as last_seen
-from flows
-where {_IN_SESSION.format(t="")}
+        "sql": _SEEN + """select host, signature_id, category, vendor, data_flow, sum(flows) as flows,
+  sum(bytes_sent) as bytes_sent, min(first_seen) as first_seen, max(last_seen) as last_seen
+from seen
+where source = 'flow'
 group by host, signature_id, category, vendor, data_flow
 order by flows desc""",
         "params": ["session"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class Table:
     columns: tuple[Column, ...]
     foreign_keys: tuple[tuple[str, str, str], ...] = ()  # (column, other table, other column)
     indexes: tuple[tuple[str, ...], ...] = ()
+    unique: tuple[str, ...] = ()  # one UNIQUE index over these columns (the summaries' upsert key)
     label_column: str | None = None
     extra_sql: tuple[str, ...] = field(default=())
 
@@ -42,6 +43,9 @@ class Table:
             statements.append(
                 f"CREATE INDEX IF NOT EXISTS [{index_name}] ON [{self.name}] ({', '.join(f'[{c}]' for c in cols)})"
             )
+        if self.unique:
+            statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS [idx_{self.name}_key] ON [{self.name}] "
+                              f"({', '.join(f'[{c}]' for c in self.unique)})")
         return statements + list(self.extra_sql)
 
 
@@ -296,6 +300,130 @@ SIGNATURES = Table(
     label_column="name",
 )
 
+# Summaries: per-session aggregates that ingest keeps in the same transaction as the rows they count
+# (addons/summaries.py), so the canned queries and charts answer from thousands of rows instead of
+# millions. Key columns hold '' rather than NULL: SQLite's UNIQUE treats NULLs as all different, and the
+# upsert needs one row per key. A row whose count drops to 0 (a flow replaced on redecode or re-import)
+# is deleted; the partial index finds those rows without a scan.
+_SUMMARY_NOTE = " Kept by ingest with the rows it counts; rebuilt from them on upgrade."
+
+
+def _zero_index(table: str, count_column: str) -> str:
+    return (f"CREATE INDEX IF NOT EXISTS [idx_{table}_emptied] ON [{table}] ([{count_column}]) "
+            f"WHERE [{count_column}] <= 0")
+
+
+_SUMMARY_SIGNATURE = (
+    _c("signature_id", "TEXT", "Signature id ('undocumented' if none matched)"),
+    _c("category", "TEXT", "Signature category ('' if none)"),
+    _c("vendor", "TEXT", "Vendor ('' if none)"),
+    _c("data_flow", "TEXT", "first-party, vendor-affiliate or third-party ('' if none)"),
+)
+_SEEN_COLUMNS = (
+    _c("first_seen", "TEXT", "Earliest time among the counted rows (ISO-8601 UTC)"),
+    _c("last_seen", "TEXT", "Latest time among the counted rows (ISO-8601 UTC)"),
+)
+
+SUMMARY_ENDPOINTS = Table(
+    "summary_endpoints",
+    "What was contacted, per session: HTTP flows and unreadable connections counted by destination host, "
+    "signature and request content type." + _SUMMARY_NOTE,
+    (
+        _c("session_id", "INTEGER", "Session"),
+        _c("source", "TEXT", "flow (HTTP flows) or connection (connections teletap could not or did not read)"),
+        _c("host", "TEXT", "Destination host (flows: host; connections: SNI, else server address)"),
+        *_SUMMARY_SIGNATURE,
+        _c("content_type", "TEXT", "Request media type, lower case and without parameters ('' if none)"),
+        _c("items", "INTEGER", "Flows or connections counted"),
+        _c("bytes_sent", "INTEGER", "Request bytes as sent (connections: bytes from the client)"),
+        _c("bytes_received", "INTEGER", "Response bytes as received (connections: bytes from the server)"),
+        _c("events", "INTEGER", "Decoded events in these flows"),
+        _c("findings", "INTEGER", "Personal-data findings in these flows"),
+        *_SEEN_COLUMNS,
+    ),
+    unique=("session_id", "source", "host", "signature_id", "category", "vendor", "data_flow", "content_type"),
+    extra_sql=(_zero_index("summary_endpoints", "items"),),
+)
+
+SUMMARY_CLIENTS = Table(
+    "summary_clients",
+    "What each client contacted, per session: flows and unreadable connections counted by client address, "
+    "destination host and signature." + _SUMMARY_NOTE,
+    (
+        _c("session_id", "INTEGER", "Session"),
+        _c("client_address", "TEXT", "Client address ('' if unknown)"),
+        _c("source", "TEXT", "flow or connection"),
+        _c("host", "TEXT", "Destination host (flows: host; connections: SNI, else server address)"),
+        _c("signature_id", "TEXT", "Signature id ('undocumented' if none matched)"),
+        _c("items", "INTEGER", "Flows or connections counted"),
+        _c("bytes_sent", "INTEGER", "Request bytes as sent (connections: bytes from the client)"),
+        _c("events", "INTEGER", "Decoded events in these flows"),
+        _c("findings", "INTEGER", "Personal-data findings in these flows"),
+        *_SEEN_COLUMNS,
+    ),
+    unique=("session_id", "client_address", "source", "host", "signature_id"),
+    extra_sql=(_zero_index("summary_clients", "items"),),
+)
+
+SUMMARY_TRAFFIC = Table(
+    "summary_traffic",
+    "HTTP flows and bytes per minute and signature category, per session." + _SUMMARY_NOTE,
+    (
+        _c("session_id", "INTEGER", "Session"),
+        _c("minute", "TEXT", "Minute the requests started in (YYYY-MM-DDTHH:MM, UTC)"),
+        _c("category", "TEXT", "Signature category ('' if none)"),
+        _c("flows", "INTEGER", "Flows"),
+        _c("bytes_sent", "INTEGER", "Request bytes as sent"),
+        _c("bytes_received", "INTEGER", "Response bytes as received"),
+    ),
+    unique=("session_id", "minute", "category"),
+    extra_sql=(_zero_index("summary_traffic", "flows"),),
+)
+
+SUMMARY_EVENTS = Table(
+    "summary_events",
+    "Decoded events counted by name, format, documented level, direction and destination, per session."
+    + _SUMMARY_NOTE,
+    (
+        _c("session_id", "INTEGER", "Session"),
+        _c("name", "TEXT", "Event name ('' if the record has none)"),
+        _c("format", "TEXT", "Payload format"),
+        _c("documented_level", "TEXT", "What Microsoft documents for the name ('undocumented' if nothing)"),
+        _c("direction", "TEXT", "request or response"),
+        _c("host", "TEXT", "Destination host of the flows"),
+        *_SUMMARY_SIGNATURE,
+        _c("events", "INTEGER", "Events counted"),
+        _c("flows", "INTEGER", "Flows that carried them (each flow counts once)"),
+        *_SEEN_COLUMNS,
+    ),
+    unique=("session_id", "name", "format", "documented_level", "direction", "host", "signature_id", "category",
+            "vendor", "data_flow"),
+    extra_sql=(_zero_index("summary_events", "events"),),
+)
+
+SUMMARY_FINDINGS = Table(
+    "summary_findings",
+    "Personal-data findings counted by kind, destination, severity, location and keyed value hash, per session "
+    "(one row per distinct value, so distinct values can be counted without reading the findings)."
+    + _SUMMARY_NOTE,
+    (
+        _c("session_id", "INTEGER", "Session"),
+        _c("kind", "TEXT", "What was found"),
+        _c("host", "TEXT", "Destination host"),
+        *_SUMMARY_SIGNATURE,
+        _c("severity", "TEXT", "low, medium or high"),
+        _c("location", "TEXT", "Where in the flow"),
+        _c("value_hash", "TEXT", "Keyed hash of the value"),
+        _c("findings", "INTEGER", "Findings counted"),
+        *_SEEN_COLUMNS,
+    ),
+    unique=("session_id", "kind", "host", "signature_id", "category", "vendor", "data_flow", "severity",
+            "location", "value_hash"),
+    extra_sql=(_zero_index("summary_findings", "findings"),),
+)
+
+SUMMARIES: tuple[Table, ...] = (SUMMARY_ENDPOINTS, SUMMARY_CLIENTS, SUMMARY_TRAFFIC, SUMMARY_EVENTS, SUMMARY_FINDINGS)
+
 SCHEMA_INFO = Table(
     "teletap_schema",
     "Schema version of this database (teletap upgrades older databases and refuses newer ones).",
@@ -307,5 +435,5 @@ SCHEMA_INFO = Table(
 )
 
 TABLES: tuple[Table, ...] = (SCHEMA_INFO, SESSIONS, SIGNATURES, FLOWS, CONNECTIONS, WEBSOCKET_MESSAGES, DNS,
-                             EVENTS, FINDINGS)
+                             EVENTS, FINDINGS, *SUMMARIES)
 TABLES_BY_NAME = {t.name: t for t in TABLES}

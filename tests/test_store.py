@@ -128,24 +128,42 @@ def test_lone_surrogates_are_stored_as_their_escape(tmp_path: Path):
     store.close()
 
 
-def test_a_version_1_database_is_upgraded_to_version_2(tmp_path: Path):
+def test_a_version_1_database_is_upgraded_to_the_current_version(tmp_path: Path):
     db = tmp_path / "v1.db"
     conn = sqlite3.connect(db)
-    # A v1 database as teletap 0.1 created it: the tables, without the covering index, at version 1.
+    # A v1 database as teletap 0.1 created it: no covering index (v2), no summary tables (v3).
     for table in schema.TABLES:
+        if table in schema.SUMMARIES:
+            continue
         for statement in table.create_sql():
             if "idx_flows_host_signature_id" not in statement:
                 conn.execute(statement)
     conn.execute("insert into teletap_schema (version) values (1)")
-    conn.execute("insert into flows (id, host) values ('kept', 'a.example.invalid')")
+    conn.execute("insert into flows (id, session_id, host, request_time, request_size_wire, event_count)"
+                 " values ('kept', 1, 'a.example.invalid', '2026-01-01T10:00:00.000Z', 10, 2),"
+                 " ('also', 1, 'a.example.invalid', '2026-01-01T10:05:00.000Z', 5, 0)")
+    conn.execute("insert into events (flow_id, session_id, name, format) values ('kept', 1, 'E', 'json'),"
+                 " ('kept', 1, 'E', 'json')")
+    conn.execute("insert into findings (flow_id, session_id, kind, value_hash) values ('kept', 1, 'email', 'h')")
+    conn.execute("insert into connections (id, session_id, sni, observable) values ('c', 1, 'p.example.invalid', 0)")
     conn.commit()
     conn.close()
     connect(db).close()
     conn = sqlite3.connect(db)
-    assert [r[0] for r in conn.execute("select version from teletap_schema order by version")] == [1, 2]
+    assert [r[0] for r in conn.execute("select version from teletap_schema order by version")] == [
+        1, schema.SCHEMA_VERSION]
     plan = " ".join(r[3] for r in conn.execute(
         "explain query plan select host, signature_id, category, vendor, data_flow, count(*),"
         " sum(request_size_wire), min(request_time) from flows group by host, signature_id, category, vendor,"
         " data_flow"))
     assert "COVERING INDEX" in plan  # no row fetches: the 1M-flow figure went from 8.9 s to 0.48 s
-    assert conn.execute("select id from flows").fetchall() == [("kept",)]
+    assert sorted(conn.execute("select id from flows").fetchall()) == [("also",), ("kept",)]
+    # v3: the summaries are counted from the rows already there
+    assert conn.execute("select source, host, items, bytes_sent, events, first_seen, last_seen"
+                        " from summary_endpoints order by source").fetchall() == [
+        ("connection", "p.example.invalid", 1, 0, 0, None, None),
+        ("flow", "a.example.invalid", 2, 15, 2, "2026-01-01T10:00:00.000Z", "2026-01-01T10:05:00.000Z")]
+    assert conn.execute("select name, events, flows from summary_events").fetchall() == [("E", 2, 1)]
+    assert conn.execute("select kind, value_hash, findings from summary_findings").fetchall() == [("email", "h", 1)]
+    assert conn.execute("select minute, flows from summary_traffic").fetchall() == [
+        ("2026-01-01T10:00", 1), ("2026-01-01T10:05", 1)]
