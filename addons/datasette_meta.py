@@ -147,15 +147,15 @@ order by bytes_sent desc, seen.host""",
         "title": "Personal data found, by kind and destination",
         "description": "What kinds of personal data were found, sent where, worst first. Values are not shown: "
                        "'distinct values' counts different values by their keyed hash. kind: e.g. email.",
-        "sql": f"""select kind, destination, data_flow, vendor, severity, sum(findings) as findings,
-  count(distinct value_hash) as distinct_values, group_concat(distinct location) as found_in,
+        # Grouped by the stored columns, in the summary's key order: SQLite then reads it without a sort.
+        "sql": f"""select kind, nullif(sf.host, '') as destination,
+  coalesce(nullif(sf.data_flow, ''), 'undocumented') as data_flow, nullif(sf.vendor, '') as vendor,
+  nullif(sf.severity, '') as severity, sum(findings) as findings,
+  count(distinct nullif(value_hash, '')) as distinct_values, group_concat(distinct nullif(location, '')) as found_in,
   min(first_seen) as first_seen, max(last_seen) as last_seen
-from (select kind, nullif(host, '') as destination, coalesce(nullif(data_flow, ''), 'undocumented') as data_flow,
-        nullif(vendor, '') as vendor, nullif(severity, '') as severity, nullif(location, '') as location,
-        nullif(value_hash, '') as value_hash, findings, first_seen, last_seen
-      from summary_findings
-      where {_IN_SESSION.format(t="")} and (:kind = '' or kind = :kind))
-group by kind, destination, data_flow, vendor, severity
+from summary_findings sf
+where {_IN_SESSION.format(t="")} and (:kind = '' or kind = :kind)
+group by sf.kind, sf.host, sf.data_flow, sf.vendor, sf.severity
 order by case severity when 'high' then 0 when 'medium' then 1 else 2 end, findings desc, kind, destination""",
         "params": ["session", "kind"],
     },

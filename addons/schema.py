@@ -25,7 +25,9 @@ class Table:
     columns: tuple[Column, ...]
     foreign_keys: tuple[tuple[str, str, str], ...] = ()  # (column, other table, other column)
     indexes: tuple[tuple[str, ...], ...] = ()
-    unique: tuple[str, ...] = ()  # one UNIQUE index over these columns (the summaries' upsert key)
+    # Summaries: PRIMARY KEY of a WITHOUT ROWID table, so rows are stored in key order. The order is chosen
+    # so the main query's GROUP BY reads the table in order, without a sort.
+    key: tuple[str, ...] = ()
     label_column: str | None = None
     extra_sql: tuple[str, ...] = field(default=())
 
@@ -37,15 +39,15 @@ class Table:
         parts = [f"[{c.name}] {c.type}" for c in self.columns]
         parts += [f"FOREIGN KEY ([{col}]) REFERENCES [{other}]([{other_col}])"
                   for col, other, other_col in self.foreign_keys]
-        statements = [f"CREATE TABLE IF NOT EXISTS [{self.name}] (\n  " + ",\n  ".join(parts) + "\n)"]
+        if self.key:
+            parts.append(f"PRIMARY KEY ({', '.join(f'[{c}]' for c in self.key)})")
+        statements = [f"CREATE TABLE IF NOT EXISTS [{self.name}] (\n  " + ",\n  ".join(parts) + "\n)"
+                      + (" WITHOUT ROWID" if self.key else "")]
         for cols in self.indexes:
             index_name = f"idx_{self.name}_{'_'.join(cols)}"
             statements.append(
                 f"CREATE INDEX IF NOT EXISTS [{index_name}] ON [{self.name}] ({', '.join(f'[{c}]' for c in cols)})"
             )
-        if self.unique:
-            statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS [idx_{self.name}_key] ON [{self.name}] "
-                              f"({', '.join(f'[{c}]' for c in self.unique)})")
         return statements + list(self.extra_sql)
 
 
@@ -302,8 +304,8 @@ SIGNATURES = Table(
 
 # Summaries: per-session aggregates that ingest keeps in the same transaction as the rows they count
 # (addons/summaries.py), so the canned queries and charts answer from thousands of rows instead of
-# millions. Key columns hold '' rather than NULL: SQLite's UNIQUE treats NULLs as all different, and the
-# upsert needs one row per key. A row whose count drops to 0 (a flow replaced on redecode or re-import)
+# millions. Key columns hold '' rather than NULL: a primary key column of a WITHOUT ROWID table cannot be
+# NULL, and '' keeps one row per key. A row whose count drops to 0 (a flow replaced on redecode or re-import)
 # is deleted; the partial index finds those rows without a scan.
 _SUMMARY_NOTE = " Kept by ingest with the rows it counts; rebuilt from them on upgrade."
 
@@ -341,7 +343,7 @@ SUMMARY_ENDPOINTS = Table(
         _c("findings", "INTEGER", "Personal-data findings in these flows"),
         *_SEEN_COLUMNS,
     ),
-    unique=("session_id", "source", "host", "signature_id", "category", "vendor", "data_flow", "content_type"),
+    key=("host", "signature_id", "category", "vendor", "data_flow", "source", "content_type", "session_id"),
     extra_sql=(_zero_index("summary_endpoints", "items"),),
 )
 
@@ -361,7 +363,7 @@ SUMMARY_CLIENTS = Table(
         _c("findings", "INTEGER", "Personal-data findings in these flows"),
         *_SEEN_COLUMNS,
     ),
-    unique=("session_id", "client_address", "source", "host", "signature_id"),
+    key=("client_address", "host", "source", "signature_id", "session_id"),
     extra_sql=(_zero_index("summary_clients", "items"),),
 )
 
@@ -376,7 +378,7 @@ SUMMARY_TRAFFIC = Table(
         _c("bytes_sent", "INTEGER", "Request bytes as sent"),
         _c("bytes_received", "INTEGER", "Response bytes as received"),
     ),
-    unique=("session_id", "minute", "category"),
+    key=("minute", "category", "session_id"),
     extra_sql=(_zero_index("summary_traffic", "flows"),),
 )
 
@@ -396,8 +398,8 @@ SUMMARY_EVENTS = Table(
         _c("flows", "INTEGER", "Flows that carried them (each flow counts once)"),
         *_SEEN_COLUMNS,
     ),
-    unique=("session_id", "name", "format", "documented_level", "direction", "host", "signature_id", "category",
-            "vendor", "data_flow"),
+    key=("name", "format", "documented_level", "direction", "host", "signature_id", "category", "vendor", "data_flow",
+         "session_id"),
     extra_sql=(_zero_index("summary_events", "events"),),
 )
 
@@ -417,8 +419,8 @@ SUMMARY_FINDINGS = Table(
         _c("findings", "INTEGER", "Findings counted"),
         *_SEEN_COLUMNS,
     ),
-    unique=("session_id", "kind", "host", "signature_id", "category", "vendor", "data_flow", "severity",
-            "location", "value_hash"),
+    key=("kind", "host", "data_flow", "vendor", "severity", "value_hash", "location", "signature_id", "category",
+         "session_id"),
     extra_sql=(_zero_index("summary_findings", "findings"),),
 )
 

@@ -52,45 +52,46 @@ def _signature(alias: str) -> str:
 
 _AGGREGATES: tuple[tuple[Table, str], ...] = (
     (SUMMARY_ENDPOINTS, f"""
-SELECT f.session_id, 'flow', {_key('f.host')}, {_signature('f')}, {_MEDIA_TYPE},
+SELECT coalesce(f.session_id, 0), 'flow', {_key('f.host')}, {_signature('f')}, {_MEDIA_TYPE},
   :sign * count(*), :sign * sum(coalesce(f.request_size_wire, 0)), :sign * sum(coalesce(f.response_size_wire, 0)),
   :sign * sum(coalesce(f.event_count, 0)), :sign * sum(coalesce(f.finding_count, 0)),
   min(f.request_time), max(f.request_time)
 FROM flows f WHERE f.id {{flows}}
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"""),
     (SUMMARY_ENDPOINTS, f"""
-SELECT c.session_id, 'connection', {_CONNECTION_HOST}, {_signature('c')}, '',
+SELECT coalesce(c.session_id, 0), 'connection', {_CONNECTION_HOST}, {_signature('c')}, '',
   :sign * count(*), :sign * sum(coalesce(c.bytes_from_client, 0)), :sign * sum(coalesce(c.bytes_from_server, 0)),
   0, 0, min(c.started), max(c.started)
 FROM connections c WHERE c.id {{connections}}
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"""),
     (SUMMARY_CLIENTS, f"""
-SELECT f.session_id, {_key('f.client_address')}, 'flow', {_key('f.host')}, {_key('f.signature_id')},
+SELECT coalesce(f.session_id, 0), {_key('f.client_address')}, 'flow', {_key('f.host')}, {_key('f.signature_id')},
   :sign * count(*), :sign * sum(coalesce(f.request_size_wire, 0)),
   :sign * sum(coalesce(f.event_count, 0)), :sign * sum(coalesce(f.finding_count, 0)),
   min(f.request_time), max(f.request_time)
 FROM flows f WHERE f.id {{flows}}
 GROUP BY 1, 2, 3, 4, 5"""),
     (SUMMARY_CLIENTS, f"""
-SELECT c.session_id, {_key('c.client_address')}, 'connection', {_CONNECTION_HOST}, {_key('c.signature_id')},
+SELECT coalesce(c.session_id, 0), {_key('c.client_address')}, 'connection', {_CONNECTION_HOST},
+  {_key('c.signature_id')},
   :sign * count(*), :sign * sum(coalesce(c.bytes_from_client, 0)), 0, 0, min(c.started), max(c.started)
 FROM connections c WHERE c.id {{connections}}
 GROUP BY 1, 2, 3, 4, 5"""),
     (SUMMARY_TRAFFIC, f"""
-SELECT f.session_id, substr(f.request_time, 1, 16), {_key('f.category')},
+SELECT coalesce(f.session_id, 0), substr(f.request_time, 1, 16), {_key('f.category')},
   :sign * count(*), :sign * sum(coalesce(f.request_size_wire, 0)), :sign * sum(coalesce(f.response_size_wire, 0))
 FROM flows f WHERE f.request_time IS NOT NULL AND f.id {{flows}}
 GROUP BY 1, 2, 3"""),
     (SUMMARY_EVENTS, f"""
-SELECT e.session_id, {_key('e.name')}, {_key('e.format')}, coalesce(e.documented_level, 'undocumented'),
+SELECT coalesce(e.session_id, 0), {_key('e.name')}, {_key('e.format')}, coalesce(e.documented_level, 'undocumented'),
   coalesce(e.direction, 'request'), {_key('f.host')}, {_signature('e')},
   :sign * count(*), :sign * count(DISTINCT e.flow_id),
   min(coalesce(e.time, f.request_time)), max(coalesce(e.time, f.request_time))
 FROM events e LEFT JOIN flows f ON f.id = e.flow_id WHERE e.flow_id {{flows}}
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"""),
     (SUMMARY_FINDINGS, f"""
-SELECT fi.session_id, {_key('fi.kind')}, coalesce(fi.host, f.host, ''), {_signature('fi')}, {_key('fi.severity')},
-  {_key('fi.location')}, {_key('fi.value_hash')},
+SELECT coalesce(fi.session_id, 0), {_key('fi.kind')}, coalesce(fi.host, f.host, ''), {_signature('fi')},
+  {_key('fi.severity')}, {_key('fi.location')}, {_key('fi.value_hash')},
   :sign * count(*), min(f.request_time), max(f.request_time)
 FROM findings fi LEFT JOIN flows f ON f.id = fi.flow_id WHERE fi.flow_id {{flows}}
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"""),
@@ -108,8 +109,8 @@ def _upsert(table: Table, select: str) -> str:
     """INSERT … SELECT that adds the selected counts to existing rows with the same key."""
     columns = ", ".join(f"[{c}]" for c in table.column_names)
     updates = ", ".join(f"[{c}] = {_TIMES.get(c, f'[{c}] + excluded.[{c}]')}"
-                        for c in table.column_names if c not in table.unique)
-    key = ", ".join(f"[{c}]" for c in table.unique)
+                        for c in table.column_names if c not in table.key)
+    key = ", ".join(f"[{c}]" for c in table.key)
     return f"INSERT INTO [{table.name}] ({columns}){select}\nON CONFLICT ({key}) DO UPDATE SET {updates}"
 
 
@@ -120,7 +121,8 @@ def _statements(flows: str, connections: str) -> list[str]:
 _BATCH_STATEMENTS = _statements(IN_BATCH["flows"], IN_BATCH["connections"])
 _ALL_STATEMENTS = _statements("IS NOT NULL", "IS NOT NULL")
 # Rows whose counts a replacement took to zero; the first non-key column is each table's count.
-_EMPTIED = [f"DELETE FROM [{t.name}] WHERE [{t.column_names[len(t.unique)]}] <= 0" for t in SUMMARIES]
+_EMPTIED = [f"DELETE FROM [{t.name}] WHERE [{next(c for c in t.column_names if c not in t.key)}] <= 0"
+            for t in SUMMARIES]
 
 
 class Summaries:

@@ -5,7 +5,8 @@
 The DB is written with plain ``sqlite3.executemany`` into the schema ``teletap.store.connect`` creates
 (indexes dropped during the load and recreated from ``teletap.schema`` afterwards, as fast as SQLite can
 go); rows look like an office's capture: ~2,000 hosts, most of them matched to bundled signatures, 1DS
-event batches with stored bodies, findings on a fifth of the flows, pinned/passthrough connections.
+event batches (to a dozen collector hosts) with stored bodies, findings on a fifth of the flows (50,000
+distinct values), pinned/passthrough connections. The summary tables are counted once after the load.
 No ANALYZE is run: a live teletap DB has no statistics either.
 
 Every canned query of ``teletap.datasette_meta.QUERIES`` is then fetched through a real ``teletap serve``
@@ -33,7 +34,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from loadgen import free_port, wait_port
 
+from teletap import summaries
 from teletap.datasette_meta import QUERIES
+from teletap.findings.model import severity_for
 from teletap.schema import TABLES_BY_NAME
 from teletap.signatures import SignatureSet, signature_rows
 from teletap.store import Store, connect, iso
@@ -86,6 +89,9 @@ def generate(path: Path, flows: int, events: int | None = None, seed: int = 5,
             sig = {"signature_id": "undocumented", "category": None, "vendor": None, "data_flow": None}
         hosts.append((f"h{i}.svc{i % 97}.example.invalid", sig))
     weights = [1.0 / (1 + i) ** 0.8 for i in range(len(hosts))]  # a few hosts carry most traffic
+    # 1DS batches go to a dozen collector endpoints, as in a real capture (Microsoft documents a handful of
+    # OneCollector hosts); the other flows spread over all hosts.
+    collectors = 12
     names = [(f"Office.Bench.Area{i % 40}.Event{i}", LEVELS[i % len(LEVELS)]) for i in range(3000)]
     name_weights = [1.0 / (1 + i) ** 0.9 for i in range(len(names))]
     bodies = [json.dumps([{"name": names[k][0], "data": {"n": k, "DeviceId": "11111111-2222-3333-4444-"
@@ -104,12 +110,15 @@ def generate(path: Path, flows: int, events: int | None = None, seed: int = 5,
     for base in range(0, flows, chunk):
         flow_rows, event_rows, finding_rows, conn_rows = [], [], [], []
         picks = rnd.choices(range(len(hosts)), weights, k=min(chunk, flows - base))
+        collector_picks = rnd.choices(range(collectors), weights[:collectors], k=len(picks))
         for n, h in enumerate(picks):
             i = base + n
+            telemetry = i % 5 != 4
+            if telemetry:
+                h = collector_picks[n]
             host, sig = hosts[h]
             session = sessions[0] if i < flows // 2 else sessions[1]
             t = start + i * (7 * 86400 / flows)
-            telemetry = i % 5 != 4
             fid = f"{i:08x}-bench-4000-8000-{rnd.getrandbits(48):012x}"
             # events spread evenly over the telemetry flows, so the total is exactly `events`
             k_tel = i - (i + 1) // 5
@@ -145,12 +154,13 @@ def generate(path: Path, flows: int, events: int | None = None, seed: int = 5,
                         "data": datas[k % len(datas)], "pii": None, **sig}))
             for j in range(nfind):
                 finding_id += 1
+                value = (i * 7 + j) % 50000  # a value keeps its kind; severity follows kind and data flow
+                kind = FINDING_KINDS[value % len(FINDING_KINDS)]
                 finding_rows.append(_row("findings", {
                     "id": finding_id, "flow_id": fid, "event_id": event_id if nev else None, "session_id": session,
-                    "location": "event:data.Data.UserEmail", "kind": FINDING_KINDS[(i + j) % len(FINDING_KINDS)],
-                    "detector": "regex:email", "confidence": 0.9, "severity": ("low", "medium", "high")[i % 3],
-                    "preview": "u***@example.invalid", "value_hash": f"{(i * 7 + j) % 50000:064x}", "host": host,
-                    **sig}))
+                    "location": "event:data.Data.UserEmail", "kind": kind, "detector": "regex:email",
+                    "confidence": 0.9, "severity": severity_for(kind, sig["data_flow"]),
+                    "preview": "u***@example.invalid", "value_hash": f"{value:064x}", "host": host, **sig}))
             if i % 20 == 0:
                 conn_rows.append(_row("connections", {
                     "id": f"c{i:08x}-bench", "session_id": session,
@@ -176,6 +186,10 @@ def generate(path: Path, flows: int, events: int | None = None, seed: int = 5,
     for table in TABLES_BY_NAME.values():  # the schema's own index definitions, recreated after the load
         for statement in table.create_sql()[1:]:
             conn.execute(statement)
+    # The summaries ingest keeps batch by batch, counted here once from the bulk-loaded rows (same SQL).
+    conn.execute("BEGIN")
+    summaries.rebuild(conn)
+    conn.execute("COMMIT")
     conn.execute("UPDATE sessions SET ended = started, items_recorded = ?", (counts["flows"],))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
