@@ -190,6 +190,7 @@ class Store:
         self.conn = connect(self.path)
         self._sql = {t.name: _insert_sql(t, "INSERT OR REPLACE" if "TEXT PRIMARY KEY" in t.columns[0].type
                                          else "INSERT") for t in TABLES}
+        self._columns = {t.name: tuple(t.column_names) for t in TABLES}
         self.conn.execute("PRAGMA temp_store = MEMORY")  # the summaries' per-batch id lists
         self.summaries = Summaries(self.conn)
 
@@ -197,7 +198,7 @@ class Store:
         self.conn.close()
 
     def _values(self, table: str, row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(_storable(row.get(c)) for c in TABLES_BY_NAME[table].column_names)
+        return tuple(map(row.get, self._columns[table]))
 
     def start_session(self, *, label: str | None, kind: str, options: dict[str, Any],
                       signature_set_hash: str | None, mitmproxy_version: str | None) -> int:
@@ -232,17 +233,29 @@ class Store:
             raise
 
     def write(self, items: Sequence[Item]) -> None:
-        """Write a batch in one transaction; on error nothing of the batch is written and it raises."""
+        """Write a batch in one transaction; on error nothing of the batch is written and it raises.
+
+        A flow written again (an error after its response, a re-import, a redecode; even twice in one
+        batch) replaces its earlier version together with its events and findings, never duplicates them.
+        Rows go in with one executemany per table: a statement per row cost about twice as much.
+        """
+        flows: dict[str, FlowRows] = {}
+        rows: dict[str, list[tuple[Any, ...]]] = {}
+        connection_ids = []
+        for item in items:
+            if isinstance(item, FlowRows):
+                flows.pop(item.flow["id"], None)  # the last version wins, in the order written
+                flows[item.flow["id"]] = item
+            else:
+                rows.setdefault(item.table, []).append(self._values(item.table, item.values))
+                if item.table == "connections":
+                    connection_ids.append(item.values["id"])
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self.summaries.begin([i.flow["id"] for i in items if isinstance(i, FlowRows)],
-                                 [i.values["id"] for i in items if isinstance(i, Row) and i.table == "connections"])
-            for item in items:
-                if isinstance(item, FlowRows):
-                    self._write_flow(item)
-                else:
-                    conn.execute(self._sql[item.table], self._values(item.table, item.values))
+            self.summaries.begin(list(flows), connection_ids)
+            for table, values in (*self._flow_rows(flows), *rows.items()):
+                self._insert(table, values)
             self.summaries.commit()
             conn.execute("COMMIT")
         except BaseException:
@@ -250,23 +263,44 @@ class Store:
                 conn.execute("ROLLBACK")
             raise
 
-    def _write_flow(self, item: FlowRows) -> None:
+    def _flow_rows(self, flows: dict[str, FlowRows]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """Delete what the batch's flows replace; return the rows to insert for them, per table."""
+        if not flows:
+            return []
         conn = self.conn
-        flow_id = item.flow["id"]
-        # A flow is written again when an error follows its response, on re-import and on redecode:
-        # its derived rows are replaced with it, never duplicated.
-        conn.execute("DELETE FROM findings WHERE flow_id = ?", (flow_id,))
-        conn.execute("DELETE FROM events WHERE flow_id = ?", (flow_id,))
-        conn.execute(self._sql["flows"], self._values("flows", item.flow))
-        event_ids: dict[tuple[str, int], int] = {}
-        insert_event = self._sql["events"]
-        for event in item.events:
-            cur = conn.execute(insert_event, self._values("events", event))
-            assert cur.lastrowid is not None
-            event_ids[(event.get("direction") or "request", event["position"])] = cur.lastrowid
-        insert_finding = self._sql["findings"]
-        for finding in item.findings:
-            position = finding.get("event_position")
-            if position is not None:
-                finding = {**finding, "event_id": event_ids.get(("request", position))}
-            conn.execute(insert_finding, self._values("findings", finding))
+        ids = [(flow_id,) for flow_id in flows]
+        conn.executemany("DELETE FROM findings WHERE flow_id = ?", ids)
+        conn.executemany("DELETE FROM events WHERE flow_id = ?", ids)
+        # Event ids are given here, not by SQLite, so findings can point at them without a round trip per row.
+        # Nothing else writes during the transaction (BEGIN IMMEDIATE holds the write lock).
+        next_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM events").fetchone()[0]
+        event_columns, finding_columns = self._columns["events"][1:], self._columns["findings"]
+        event_id_at = finding_columns.index("event_id")
+        flow_rows = [self._values("flows", item.flow) for item in flows.values()]
+        event_rows, finding_rows = [], []
+        for item in flows.values():
+            event_ids: dict[tuple[str, int], int] = {}
+            for event in item.events:
+                event_ids[(event.get("direction") or "request", event["position"])] = next_id
+                event_rows.append((next_id, *map(event.get, event_columns)))
+                next_id += 1
+            for finding in item.findings:
+                values = tuple(map(finding.get, finding_columns))
+                position = finding.get("event_position")
+                if position is not None:
+                    values = (*values[:event_id_at], event_ids.get(("request", position)), *values[event_id_at + 1:])
+                finding_rows.append(values)
+        return [("flows", flow_rows), ("events", event_rows), ("findings", finding_rows)]
+
+    def _insert(self, table: str, values: list[tuple[Any, ...]]) -> None:
+        if not values:
+            return
+        conn, sql = self.conn, self._sql[table]
+        conn.execute("SAVEPOINT teletap_rows")
+        try:
+            conn.executemany(sql, values)
+        except UnicodeEncodeError:
+            # A lone surrogate somewhere: undo this table's rows and write them again with it escaped.
+            conn.execute("ROLLBACK TO teletap_rows")
+            conn.executemany(sql, [tuple(map(_storable, row)) for row in values])
+        conn.execute("RELEASE teletap_rows")

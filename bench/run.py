@@ -46,7 +46,7 @@ import bench_serve
 
 from teletap.ingest import build_pipeline
 from teletap.records import Body, HttpFlowRecord
-from teletap.store import Store
+from teletap.store import FlowRows, Store
 
 SECTIONS = ("proxy", "ingest", "decoders", "match", "detect", "memory", "serve")
 
@@ -103,6 +103,16 @@ def run_proxy(quick: bool) -> None:
 # --- ingest: teletap's own pipeline and store, vs json.loads of the same events -----------------------------
 
 
+class _NoSummaries:
+    """Stands in for ``Summaries`` in the baseline store: same writes, no summary upkeep."""
+
+    def begin(self, flow_ids: object, connection_ids: object) -> None:
+        pass
+
+    def commit(self) -> None:
+        pass
+
+
 def run_ingest(quick: bool) -> None:
     seconds = 2.0 if quick else 6.0
     pipeline, _ = build_pipeline(findings_key=b"\x01" * 32)  # what `teletap run` builds: bundled signatures
@@ -136,14 +146,34 @@ def run_ingest(quick: bool) -> None:
             items = [pipeline.process(dataclasses.replace(rec, id=f"f{next(ids)}"), session) for _ in range(per_write)]
             store.write(items)
 
+        # Store.write alone, with the summary tables kept and (the baseline) without: their cost on ingest.
+        bare = Store(Path(tmp) / "bare.db")
+        bare.summaries = _NoSummaries()  # type: ignore[assignment]
+        processed = [pipeline.process(json_rec, session) for _ in range(per_write)]
+
+        def write(target: Store) -> None:
+            batch = []
+            for item in processed:
+                fid = f"f{next(ids)}"
+                assert isinstance(item, FlowRows)
+                batch.append(FlowRows(flow={**item.flow, "id": fid},
+                                      events=[{**e, "flow_id": fid} for e in item.events],
+                                      findings=[{**f, "flow_id": fid} for f in item.findings]))
+            target.write(batch)
+
         rates = bench_decoders.best_rates({
             "floor": (lambda: [json.loads(x) for x in json_lines], bench_decoders.BATCH),
+            "store": (lambda: write(store), bench_decoders.BATCH * per_write),
+            "store_bare": (lambda: write(bare), bench_decoders.BATCH * per_write),
             "pipeline_json": (lambda: pipeline.process(json_rec, session), bench_decoders.BATCH),
             "pipeline_bond": (lambda: pipeline.process(bond_rec, session), bench_decoders.BATCH),
             "ingest_json": (lambda: ingest(json_rec), bench_decoders.BATCH * per_write),
             "ingest_bond": (lambda: ingest(bond_rec), bench_decoders.BATCH * per_write),
-        }, seconds * 5, rounds=5)
+        }, seconds * 7, rounds=5)
         store.close()
+        bare.close()
+    add(Figure("ingest", "Store.write with summary tables, 1DS JSON", rates["store"], "events/s", rates["store_bare"],
+               "Store.write without summaries", note="the cost of keeping the summaries (schema v3)"))
     floor = rates["floor"]
     for key, name in (("pipeline_json", "Pipeline.process, 1DS JSON (gzip)"),
                       ("pipeline_bond", "Pipeline.process, 1DS Bond (deflate)"),

@@ -53,7 +53,9 @@ def reversed_copy(source: Path, target: Path) -> None:
             dst.execute(sql)
         for table in TABLES:
             columns = ", ".join(f"[{c}]" for c in table.column_names)
-            data = src.execute(f"SELECT {columns} FROM [{table.name}] ORDER BY rowid DESC").fetchall()
+            # summaries are WITHOUT ROWID tables, stored in key order whatever the insertion order
+            order = ", ".join(f"[{c}] DESC" for c in table.key) or "rowid DESC"
+            data = src.execute(f"SELECT {columns} FROM [{table.name}] ORDER BY {order}").fetchall()
             dst.executemany(f"INSERT INTO [{table.name}] ({columns}) VALUES ({', '.join('?' * len(table.columns))})",
                             data)
         dst.commit()
