@@ -91,13 +91,16 @@ def _fail(message: str) -> None:
               help="Pass through hosts whose clients refused teletap's certificate (pinned apps keep working).")
 @click.option("--confdir", type=click.Path(file_okay=False),
               help="Where mitmproxy keeps its CA (default ~/.mitmproxy).")
+@click.option("--ingest-workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Processes that decode and look for personal data in parallel (one writes the database). "
+                   "Raise it on a busy gateway with spare cores.")
 @click.option("--set", "set_options", multiple=True, metavar="OPTION=VALUE",
               help="Any mitmproxy or teletap option, repeatable (see 'mitmdump --options').")
 @click.option("--verbose", "-v", is_flag=True, help="Print every flow, as mitmdump does.")
 def run(db: str, listen_host: str, listen_port: int, modes: tuple[str, ...], session: str,
         sinkholes: tuple[str, ...], signature_paths: tuple[str, ...], identifiers: str | None,
-        ignore_hosts: tuple[str, ...], learn_pinned: bool, confdir: str | None, set_options: tuple[str, ...],
-        verbose: bool) -> None:
+        ignore_hosts: tuple[str, ...], learn_pinned: bool, confdir: str | None, ingest_workers: int,
+        set_options: tuple[str, ...], verbose: bool) -> None:
     """Start the proxy and record every flow and connection into the database.
 
     Stop with Ctrl-C or SIGTERM: queued items are written and the session is closed.
@@ -116,6 +119,7 @@ def run(db: str, listen_host: str, listen_port: int, modes: tuple[str, ...], ses
         "teletap_db": db, "teletap_session": session, "teletap_learn_pinned": str(learn_pinned).lower(),
         # Hosts passed through are still recorded: teletap needs mitmproxy to report them as TCP flows.
         "show_ignored_hosts": "true", "flow_detail": "1" if verbose else "0",
+        "teletap_ingest_workers": str(ingest_workers),
     }
     if identifiers:
         teletap_options["teletap_identifiers"] = identifiers

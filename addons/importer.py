@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import re
-import signal
 import time
 import zlib
 from collections import deque
@@ -36,6 +35,7 @@ from typing import Any, BinaryIO
 
 from .har import HarEntryError, entry_record, websocket_records
 from .ingest import Pipeline
+from .pool import make_pool, process_chunk
 from .records import ConnectionRecord, HttpFlowRecord, Record, WebSocketMessageRecord
 from .store import FlowRows, Item, Row, Store
 
@@ -543,20 +543,7 @@ def import_files(db_path: Path, paths: Sequence[Path], pipeline: Pipeline, *, la
     return result
 
 
-# -- the pipeline on several cores ---------------------------------------------------------------------------
-
-_worker_pipeline: Pipeline | None = None
-
-
-def _init_worker(pipeline: Pipeline) -> None:
-    global _worker_pipeline
-    _worker_pipeline = pipeline
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-
-
-def _process_chunk(chunk: list[list[Record]], session_id: int) -> list[list[Item]]:
-    assert _worker_pipeline is not None
-    return [[_worker_pipeline.process(r, session_id) for r in recs] for recs in chunk]
+# -- the pipeline on several cores (teletap.pool) ------------------------------------------------------
 
 
 def _record_bytes(record: Record) -> int:
@@ -576,24 +563,6 @@ def _key(recs: list[Record]) -> str:
     return first.flow_id if isinstance(first, WebSocketMessageRecord) else first.id  # type: ignore[union-attr]
 
 
-def make_pool(pipeline: Pipeline, jobs: int) -> Any:
-    """Worker processes for ``Pipeline.process``, which is pure and CPU-bound (decoders, detectors).
-
-    Forked, so each worker inherits the loaded pipeline (signatures, detectors) without rebuilding it.
-    None where fork is unavailable or only one job is asked for: then the pipeline runs in-process."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return None
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_init_worker, initargs=(pipeline,))
-    # With fork, the first submit starts every worker at once, from this thread: do it now, before the
-    # database is opened and before the pool's own manager thread exists (forking is then safe).
-    pool.submit(int).result()
-    return pool
-
-
 def _processed(source: Iterator[tuple[int, list[Record]]], pipeline: Pipeline, session_id: int, pool: Any,
                jobs: int, chunk_size: int = 32) -> Iterator[tuple[str, list[Item]]]:
     """(flow key, rows) per entry, in file order. With a pool, a bounded number of chunks is in flight, so
@@ -606,7 +575,7 @@ def _processed(source: Iterator[tuple[int, list[Record]]], pipeline: Pipeline, s
     chunk: list[list[Record]] = []
 
     def submit() -> None:
-        inflight.append(([_key(r) for r in chunk], pool.submit(_process_chunk, list(chunk), session_id)))
+        inflight.append(([_key(r) for r in chunk], pool.submit(process_chunk, list(chunk), session_id)))
         chunk.clear()
 
     chunk_bytes = 0

@@ -20,12 +20,13 @@ import queue
 import sqlite3
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .pool import Failed, make_pool, process_batch, process_each
 from .records import (
     CaptureFailure,
     ConnectionRecord,
@@ -354,9 +355,17 @@ class Ingest(_QueueFront):
                  mitmproxy_version: str | None = None, queue_size: int = 10_000,
                  flush_interval: float = 0.5, batch_size: int = 500, batch_bytes: int = 16 * 1024 * 1024,
                  store_factory: Callable[[Path], Store] = Store, queue_obj: Any = None, dropped: Any = None,
-                 parent_alive: Callable[[], bool] | None = None, consumed: Callable[[Any], None] | None = None):
+                 parent_alive: Callable[[], bool] | None = None, consumed: Callable[[Any], None] | None = None,
+                 pool: Any = None, pool_workers: int = 1):
         self.db_path = Path(db_path)
         self.pipeline = pipeline
+        # With a pool (teletap.pool), records are processed there, a few batches at a time, and their rows
+        # collected here in the order the batches arrived, so a flow's later version is written last.
+        self._pool = pool
+        self._processing: deque[tuple[int, Any]] = deque()  # (records, future), oldest first
+        self._max_processing = 2 * max(1, pool_workers)
+        self._pending: list[Item] = []
+        self._pending_bytes = 0
         # In a worker process the queue and the drop counter are shared with the proxy process.
         self.queue: Any = queue_obj if queue_obj is not None else queue.Queue(maxsize=queue_size)
         self._dropped = dropped if dropped is not None else _Counter()
@@ -432,12 +441,12 @@ class Ingest(_QueueFront):
 
     def _loop(self, store: Store) -> None:
         assert self.session_id is not None
-        pending: list[Item] = []
-        pending_bytes = 0
         last_flush = time.monotonic()
         stopping = False
         while not stopping:
             timeout = max(0.0, self.flush_interval - (time.monotonic() - last_flush))
+            if self._processing:
+                timeout = min(timeout, 0.005)  # rows are on their way back from the pool: look again soon
             try:
                 record = self.queue.get(timeout=timeout)
             except queue.Empty:
@@ -451,26 +460,61 @@ class Ingest(_QueueFront):
             elif record is not None:
                 if self._consumed is not None:
                     self._consumed(record)
+                records = []
                 for one in record if isinstance(record, list) else (record,):  # ProcessIngest sends batches
                     if isinstance(one, CaptureFailure):
                         self.stats.unrecorded[f"capture failed in {one.hook}: {one.error}"] += 1
-                        continue
-                    try:
-                        item = self.pipeline.process(one, self.session_id)
-                        pending.append(item)
-                        pending_bytes += _stored_bytes(item)
-                    except Exception as e:
-                        self._count_error(f"ingest error: {type(e).__name__}", e)
+                    else:
+                        records.append(one)
+                if records:
+                    self._process(records)
+            self._collect(wait_all=stopping)
             # Bounded by count and by stored bytes: 500 flows with 1 MiB bodies would otherwise sit in memory.
-            if pending and (stopping or len(pending) >= self.batch_size or pending_bytes >= self.batch_bytes
+            pending = self._pending
+            if pending and (stopping or len(pending) >= self.batch_size or self._pending_bytes >= self.batch_bytes
                             or time.monotonic() - last_flush >= self.flush_interval):
+                self._pending, self._pending_bytes = [], 0
                 self._flush(store, pending)
-                pending = []
-                pending_bytes = 0
                 last_flush = time.monotonic()
             elif time.monotonic() - last_flush >= self.flush_interval:
                 last_flush = time.monotonic()
                 self._count_dropped()
+
+    def _process(self, records: list[Record]) -> None:
+        if self._pool is not None:
+            try:
+                self._processing.append((len(records), self._pool.submit(process_batch, records, self.session_id)))
+                return
+            except Exception as e:  # the pool is broken (a worker was killed): carry on without it
+                self._pool_failed(e)
+        self._add(process_each(self.pipeline, records, self.session_id))
+
+    def _collect(self, wait_all: bool) -> None:
+        """Take processed batches back in order: finished ones, and the oldest while too many are out."""
+        while self._processing:
+            count, future = self._processing[0]
+            if not (wait_all or future.done() or len(self._processing) > self._max_processing):
+                return
+            self._processing.popleft()
+            try:
+                self._add(future.result())
+            except Exception as e:
+                self._count_error(f"ingest error: {type(e).__name__}", _first_error_line(e), count)
+                self._pool_failed(e)
+
+    def _pool_failed(self, e: BaseException) -> None:
+        if self._pool is not None:
+            log.error("teletap: the ingest worker pool failed (%s); processing in the ingest process from now on",
+                      _first_error_line(e))
+            self._pool = None
+
+    def _add(self, outcomes: list[Item | Failed]) -> None:
+        for outcome in outcomes:
+            if isinstance(outcome, Failed):
+                self._count_error(f"ingest error: {outcome.error_type}", outcome.message)
+            else:
+                self._pending.append(outcome)
+                self._pending_bytes += _stored_bytes(outcome)
 
     def _flush(self, store: Store, items: list[Item]) -> None:
         assert self.session_id is not None
@@ -480,7 +524,7 @@ class Ingest(_QueueFront):
             self.stats.recorded += len(items)
         except sqlite3.OperationalError as e:
             # The database cannot take writes now (full, locked, read-only, I/O): every item would fail too.
-            self._count_error(f"write failed: {type(e).__name__}: {e}", e, len(items))
+            self._count_error(f"write failed: {type(e).__name__}: {e}", _first_error_line(e), len(items))
         except Exception:
             # A value SQLite refuses: one bad item must not cost its whole batch, so write them one by one.
             for item in items:
@@ -488,19 +532,19 @@ class Ingest(_QueueFront):
                     store.write([item])
                     self.stats.recorded += 1
                 except Exception as e:
-                    self._count_error(f"write failed: {type(e).__name__}: {e}", e)
+                    self._count_error(f"write failed: {type(e).__name__}: {e}", _first_error_line(e))
         # If this fails too, the write error above (or the next flush) already reports an unusable database.
         with contextlib.suppress(Exception):
             store.update_session(self.session_id, recorded=self.stats.recorded,
                                  unrecorded=self.stats.unrecorded_total, reasons=dict(self.stats.unrecorded))
 
-    def _count_error(self, reason: str, exc: BaseException, count: int = 1) -> None:
+    def _count_error(self, reason: str, detail: str, count: int = 1) -> None:
         self.stats.unrecorded[reason] += count
         now = time.monotonic()
         if now - self._error_log_times.get(reason, 0) > 10:  # rate-limited: a full disk fails every flush
             self._error_log_times[reason] = now
             log.error("teletap: %d item(s) not recorded in %s (%s); traffic is unaffected; %d unrecorded so far",
-                      count, self.db_path, _first_error_line(exc), self.stats.unrecorded_total)
+                      count, self.db_path, detail, self.stats.unrecorded_total)
 
 
 class ProcessIngest(_QueueFront):
@@ -519,9 +563,11 @@ class ProcessIngest(_QueueFront):
     BATCH_SECONDS = 0.02
 
     def __init__(self, db_path: str | Path, pipeline_spec: dict[str, Any], *, queue_size: int = 10_000,
-                 queue_bytes: int = 256 * 1024 * 1024, start_timeout: float = 120, **ingest_kwargs: Any):
+                 queue_bytes: int = 256 * 1024 * 1024, start_timeout: float = 120, workers: int = 1,
+                 **ingest_kwargs: Any):
         self.db_path = Path(db_path)
         self.pipeline_spec = pipeline_spec
+        self.workers = workers  # processes that decode and detect; this worker process alone writes
         self.queue_size = queue_size
         # Bounded in bytes too: 10,000 queued 200 KB bodies would hold 2 GB in the proxy process.
         self.queue_bytes = queue_bytes
@@ -546,7 +592,7 @@ class ProcessIngest(_QueueFront):
         self._process = mp.Process(
             target=_ingest_process_main, name="teletap-ingest", daemon=False,
             args=(self.db_path, self.pipeline_spec, self.ingest_kwargs, self.queue, self._dropped, self._inflight,
-                  child_end),
+                  child_end, self.workers),
         )
         self._process.start()
         child_end.close()
@@ -632,7 +678,7 @@ def _widen_pipe(work: Any, size: int = 1024 * 1024) -> None:
 
 
 def _ingest_process_main(db_path: Path, pipeline_spec: dict[str, Any], ingest_kwargs: dict[str, Any],
-                         work: Any, dropped: Any, inflight: Any, results: Any) -> None:
+                         work: Any, dropped: Any, inflight: Any, results: Any, workers: int = 1) -> None:
     import multiprocessing
     import signal
 
@@ -641,21 +687,28 @@ def _ingest_process_main(db_path: Path, pipeline_spec: dict[str, Any], ingest_kw
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     parent = multiprocessing.parent_process()
+    pool = None
     try:
         pipeline, _ = build_pipeline(**pipeline_spec)
+        pool = make_pool(pipeline, workers)  # before the database and the ingest thread (see make_pool)
         def consumed(batch: Any) -> None:
             with inflight.get_lock():
                 inflight.value -= sum(_record_bytes(r) for r in batch)
 
         ingest = Ingest(db_path, pipeline, queue_obj=work, dropped=dropped, consumed=consumed,
-                        parent_alive=parent.is_alive if parent is not None else None, **ingest_kwargs)
+                        parent_alive=parent.is_alive if parent is not None else None, pool=pool,
+                        pool_workers=workers, **ingest_kwargs)
         session_id = ingest.start()
     except Exception as e:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         results.send(("error", f"{type(e).__name__}: {e}"))
         return
     results.send(("ready", session_id))
     assert ingest._thread is not None
     ingest._thread.join()
+    if pool is not None:
+        pool.shutdown()
     # The parent may be gone (then nobody reads this); the session row already holds the counts.
     with contextlib.suppress(OSError):
         results.send(("done", ingest.stats))

@@ -27,7 +27,9 @@ log = logging.getLogger("teletap")
 # Options whose change needs a new pipeline (signatures, identifiers, detection settings).
 _PIPELINE_OPTIONS = {"teletap_signatures", "teletap_identifiers", "teletap_findings_store_clear",
                      "teletap_blank_findings", "teletap_findings_key", "teletap_max_body",
-                     "teletap_max_response_body", "teletap_db"}
+                     "teletap_max_response_body", "teletap_db", "teletap_ingest_workers"}
+
+MAX_INGEST_WORKERS = 64
 
 # mitmproxy options worth keeping in the session row: they describe how the evidence was gathered.
 _RECORDED_MITMPROXY_OPTIONS = ("mode", "listen_host", "listen_port", "ignore_hosts", "allow_hosts",
@@ -84,6 +86,10 @@ class Recorder:
         loader.add_option("teletap_queue_bytes", int, 256 * 1024 * 1024,
                           "Body bytes the ingest queue holds before new items are counted as unrecorded "
                           "(bounds the proxy's memory when ingest falls behind).")
+        loader.add_option("teletap_ingest_workers", int, 1,
+                          "Processes that decode flows and look for personal data in parallel; one of them "
+                          "writes the database. Raise it on a gateway with spare cores when sessions report "
+                          "'ingest queue full'.")
 
     def configure(self, updated: set[str]) -> None:
         if not updated & _PIPELINE_OPTIONS:
@@ -93,6 +99,8 @@ class Recorder:
             raise exceptions.OptionsError("teletap_max_body and teletap_max_response_body must be >= 0")
         if opts.teletap_queue_size < 1 or opts.teletap_queue_bytes < 1:
             raise exceptions.OptionsError("teletap_queue_size and teletap_queue_bytes must be at least 1")
+        if not 1 <= opts.teletap_ingest_workers <= MAX_INGEST_WORKERS:
+            raise exceptions.OptionsError(f"teletap_ingest_workers must be between 1 and {MAX_INGEST_WORKERS}")
         db_path = Path(opts.teletap_db).expanduser()
         try:
             connect(db_path).close()  # fail now, with a clear message, rather than once traffic flows
@@ -138,7 +146,7 @@ class Recorder:
 
         ingest = ProcessIngest(
             Path(opts.teletap_db).expanduser(), self.pipeline_spec, queue_size=opts.teletap_queue_size,
-            queue_bytes=opts.teletap_queue_bytes,
+            queue_bytes=opts.teletap_queue_bytes, workers=opts.teletap_ingest_workers,
             session_label=opts.teletap_session or None, session_options=session_options,
             signature_set_hash=self.sigset.hash, signature_rows=signature_rows(self.sigset),
             mitmproxy_version=mitmproxy_version.VERSION,

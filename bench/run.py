@@ -44,7 +44,7 @@ import bench_memory
 import bench_proxy
 import bench_serve
 
-from teletap.ingest import build_pipeline
+from teletap.ingest import ProcessIngest, build_pipeline
 from teletap.records import Body, HttpFlowRecord
 from teletap.store import FlowRows, Store
 
@@ -113,6 +113,24 @@ class _NoSummaries:
         pass
 
 
+def _ingest_capacity(record: HttpFlowRecord, flows: int, workers: int) -> float:
+    """Events/s through a real ProcessIngest: submit ``flows`` copies of ``record``, then wait until stored."""
+    with tempfile.TemporaryDirectory(prefix="teletap-bench-capacity-") as tmp:
+        # queue_size counts records, the queue holds batches of up to 64; outside an event loop each submit
+        # sends a batch of one record, so this leaves room for every record.
+        front = ProcessIngest(Path(tmp) / "capacity.db", dict(findings_key=b"\x01" * 32), queue_size=64 * flows,
+                              queue_bytes=1 << 40, workers=workers, session_label="bench")
+        front.start()
+        t0 = time.perf_counter()
+        for n in range(flows):
+            front.submit(dataclasses.replace(record, id=f"c{n}"))
+        stats = front.stop()
+        elapsed = time.perf_counter() - t0
+    if stats.recorded != flows:
+        raise RuntimeError(f"ingest capacity run recorded {stats.recorded} of {flows}: {dict(stats.unrecorded)}")
+    return flows * bench_decoders.BATCH / elapsed
+
+
 def run_ingest(quick: bool) -> None:
     seconds = 2.0 if quick else 6.0
     pipeline, _ = build_pipeline(findings_key=b"\x01" * 32)  # what `teletap run` builds: bundled signatures
@@ -174,6 +192,13 @@ def run_ingest(quick: bool) -> None:
         bare.close()
     add(Figure("ingest", "Store.write with summary tables, 1DS JSON", rates["store"], "events/s", rates["store_bare"],
                "Store.write without summaries", note="the cost of keeping the summaries (schema v3)"))
+    # The whole ingest process (pipe, pipeline, store) as `teletap run` starts it, fed as fast as it takes
+    # records: one process against --ingest-workers 2 (a pool of two decoding, this one writing).
+    flows = 150 if quick else 600
+    capacity = {w: _ingest_capacity(json_rec, flows, w) for w in (1, 2)}
+    add(Figure("ingest", "ingest process, --ingest-workers 2, 1DS JSON", capacity[2], "events/s", capacity[1],
+               "--ingest-workers 1", note=f"{flows} batches of 50 events through ProcessIngest; "
+                                          f"{os.cpu_count()} CPUs shared with the feeding process"))
     floor = rates["floor"]
     for key, name in (("pipeline_json", "Pipeline.process, 1DS JSON (gzip)"),
                       ("pipeline_bond", "Pipeline.process, 1DS Bond (deflate)"),

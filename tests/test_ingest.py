@@ -242,3 +242,55 @@ def test_process_queue_is_bounded_in_bytes(tmp_path: Path):
     assert front._inflight.value == 5 * (200 * 1024 + 512 + 9)  # bodies (+ the 9-byte response) in flight
     front.queue.close()
     front.queue.join_thread()
+
+
+def test_a_worker_pool_keeps_the_order_of_versions_and_counts_failures(tmp_path: Path, pipeline: Pipeline):
+    """--ingest-workers: records are processed in a real process pool; rows come back in arrival order."""
+    import dataclasses
+
+    from teletap.pool import make_pool
+
+    pool = make_pool(pipeline, 2)
+    assert pool is not None
+    db = tmp_path / "pool.db"
+    ingest = Ingest(db, pipeline, session_label="pool", pool=pool, pool_workers=2, flush_interval=0.05)
+    try:
+        ingest.start()
+        for i in range(400):
+            ingest.submit([flow(b'{"n": %d}' % i, headers=[("content-type", "application/json")], fid=f"f{i}")])
+        answered = flow(b"{}", fid="twice")
+        ingest.submit([answered, "not a record"])  # type: ignore[list-item]  # process() raises TypeError
+        ingest.submit([dataclasses.replace(answered, status=None, error="connection reset")])  # the later version
+        stats = ingest.stop()
+    finally:
+        pool.shutdown()
+    # 402 items written (both versions of "twice"), 401 rows: the later version replaced the earlier
+    assert stats.recorded == 402 and stats.unrecorded == {"ingest error: TypeError": 1}
+    assert rows(db, "select status, error from flows where id = 'twice'") == [{"status": None,
+                                                                              "error": "connection reset"}]
+    assert rows(db, "select count(*) as n from flows") == [{"n": 401}]
+    (session,) = rows(db, "select items_recorded, items_unrecorded, ended from sessions")
+    assert session["items_recorded"] == 402 and session["items_unrecorded"] == 1 and session["ended"]
+
+
+def test_ingest_process_with_workers_leaves_no_process_behind_when_killed(tmp_path: Path):
+    """kill -9 of the ingest process: its pool workers die with it (PR_SET_PDEATHSIG), none is orphaned."""
+    import os
+    import signal
+
+    from teletap.ingest import ProcessIngest
+
+    ingest = ProcessIngest(tmp_path / "k.db", dict(findings_key=b"k" * 32), workers=2, session_label="kill")
+    ingest.start()
+    pid = ingest._process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) >= 2  # the pool's workers
+    os.kill(pid, signal.SIGKILL)
+    ingest._process.join(10)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{c}").exists() and "Z" not in Path(f"/proc/{c}/stat").read_text().split()[2]
+              for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [c for c in children if Path(f"/proc/{c}").exists()
+             and Path(f"/proc/{c}/stat").read_text().split()[2] != "Z"]
+    assert alive == []
