@@ -264,12 +264,31 @@ def serve(db: str, host: str, port: int, ssl_certfile: str | None, ssl_keyfile: 
     for name, value in settings:
         args += ["--setting", name, value]
     from datasette.cli import cli as datasette_cli
+    from datasette.plugins import pm
 
     _register_datasette_plugin()
+    if not pm.has_plugin("teletap-metadata-file"):
+        pm.register(_forget_after_startup(Path(metadata_file.name)), name="teletap-metadata-file")
     try:
         datasette_cli.main(args=args, prog_name="teletap serve")
     finally:
         Path(metadata_file.name).unlink(missing_ok=True)
+
+
+def _forget_after_startup(path: Path) -> Any:
+    """A plugin that deletes the metadata file once Datasette has read it (it may hold the login's password
+    hash). On SIGTERM uvicorn ends the process after its own shutdown, so a ``finally`` never runs."""
+    from types import ModuleType
+
+    from datasette import hookimpl
+
+    @hookimpl
+    def startup(datasette: Any) -> None:
+        path.unlink(missing_ok=True)
+
+    plugin = ModuleType("teletap_metadata_file")  # hashable, as pluggy needs; a namespace is not
+    plugin.startup = startup  # type: ignore[attr-defined]
+    return plugin
 
 
 def _pipeline_or_fail(db_path: Path, signature_paths: tuple[str, ...], identifiers: str | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -54,6 +55,26 @@ def test_serve_answers_table_and_canned_query_json(tmp_path: Path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_serve_leaves_no_metadata_file_behind(tmp_path: Path):
+    """The metadata file (it may hold the login's password hash) is gone once Datasette has started,
+    so even SIGTERM, after which uvicorn ends the process without running any cleanup, leaves none."""
+    db, temp = tmp_path / "evidence.db", tmp_path / "temp"
+    temp.mkdir()
+    _fill(db)
+    port = free_port()
+    proc = subprocess.Popen(teletap_command("serve", "--db", str(db), "--port", str(port)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(temp)})
+    try:
+        wait_for_port(port, proc=proc)
+        page = httpx.get(f"http://{LOOPBACK}:{port}/evidence/flows", timeout=10).text
+        assert "Every HTTP(S) request that passed through the proxy" in page  # the metadata was read
+        assert list(temp.iterdir()) == []
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert list(temp.iterdir()) == []
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::"])
