@@ -59,12 +59,27 @@ def start_proxy(kind: str, port: int, workdir: Path) -> subprocess.Popen:
                "--listen-port", str(port), "--confdir", str(confdir), "--set", "ssl_insecure=true"]
     proc = subprocess.Popen(_pin(1) + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=workdir)
     wait_port(port)
-    if kind == "teletap" and _pin(0):
-        # teletap's ingest worker is a child process: give it the other core (shared with the load
-        # generator, which can only make teletap look slower, never faster).
-        for child in _children(proc.pid):
-            subprocess.run(["taskset", "-a", "-pc", "0", str(child)], capture_output=True)
+    if kind == "teletap":
+        # The ingest worker starts after the proxy listens: wait for it, or it is neither pinned nor measured
+        # (and, left on CPU 1, it takes the proxy's core: rounds at 0.5x with "worker CPU 0 %").
+        deadline = time.monotonic() + 60
+        while not any("spawn_main" in _cmdline(c) for c in _children(proc.pid)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("teletap's ingest worker did not start")
+            time.sleep(0.05)
+        if _pin(0):
+            # Give the worker the other core (shared with the load generator, which can only make teletap
+            # look slower, never faster).
+            for child in _children(proc.pid):
+                subprocess.run(["taskset", "-a", "-pc", "0", str(child)], capture_output=True)
     return proc
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _children(pid: int) -> list[int]:
