@@ -225,8 +225,9 @@ class Store:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             self.conn.execute("DELETE FROM signatures")
-            self.conn.executemany(_insert_sql(TABLES_BY_NAME["signatures"]),
-                                  [self._values("signatures", r) for r in rows])
+            # plain INSERT: two signatures with one id are an error, not a silent replacement
+            self._insert("signatures", [self._values("signatures", r) for r in rows],
+                         _insert_sql(TABLES_BY_NAME["signatures"]))
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
@@ -292,10 +293,10 @@ class Store:
                 finding_rows.append(values)
         return [("flows", flow_rows), ("events", event_rows), ("findings", finding_rows)]
 
-    def _insert(self, table: str, values: list[tuple[Any, ...]]) -> None:
+    def _insert(self, table: str, values: list[tuple[Any, ...]], sql: str | None = None) -> None:
         if not values:
             return
-        conn, sql = self.conn, self._sql[table]
+        conn, sql = self.conn, sql or self._sql[table]
         conn.execute("SAVEPOINT teletap_rows")
         try:
             conn.executemany(sql, values)

@@ -167,3 +167,13 @@ def test_a_version_1_database_is_upgraded_to_the_current_version(tmp_path: Path)
     assert conn.execute("select kind, value_hash, findings from summary_findings").fetchall() == [("email", "h", 1)]
     assert conn.execute("select minute, flows from summary_traffic").fetchall() == [
         ("2026-01-01T10:00", 1), ("2026-01-01T10:05", 1)]
+
+
+def test_a_lone_surrogate_in_a_signature_does_not_stop_recording(tmp_path: Path):
+    store = Store(tmp_path / "t.db")
+    store.replace_signatures([{"id": "s1", "name": "caf\udce9"}, {"id": "s2", "name": "plain"}])
+    assert [tuple(r) for r in store.conn.execute("select id, name from signatures order by id")] == [
+        ("s1", "caf\\udce9"), ("s2", "plain")]
+    with pytest.raises(sqlite3.IntegrityError):
+        store.replace_signatures([{"id": "s1"}, {"id": "s1"}])
+    store.close()
