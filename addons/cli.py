@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import click
 
 from . import __version__, resources
+from .pool import MAX_INGEST_WORKERS
 
 DEFAULT_DB = "teletap.db"
 
@@ -91,7 +92,7 @@ def _fail(message: str) -> None:
               help="Pass through hosts whose clients refused teletap's certificate (pinned apps keep working).")
 @click.option("--confdir", type=click.Path(file_okay=False),
               help="Where mitmproxy keeps its CA (default ~/.mitmproxy).")
-@click.option("--ingest-workers", default=1, show_default=True, type=click.IntRange(1, 64),
+@click.option("--ingest-workers", default=1, show_default=True, type=click.IntRange(1, MAX_INGEST_WORKERS),
               help="Processes that decode and look for personal data in parallel (one writes the database). "
                    "Raise it on a busy gateway with spare cores.")
 @click.option("--set", "set_options", multiple=True, metavar="OPTION=VALUE",

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .pool import Failed, make_pool, process_batch, process_each
+from .pool import make_pool, process_batch
 from .records import (
     CaptureFailure,
     ConnectionRecord,
@@ -296,6 +296,25 @@ class _Counter:
         self.value = 0
 
 
+@dataclass(frozen=True)
+class Failed:
+    """A record ``Pipeline.process`` raised on, in a form that crosses back from a pool worker."""
+
+    error_type: str
+    detail: str  # _first_error_line of the exception
+
+
+def process_each(pipeline: Pipeline, records: list[Record], session_id: int) -> list[Item | Failed]:
+    """Each record's rows, or why it could not be processed: one bad record never costs the others."""
+    out: list[Item | Failed] = []
+    for record in records:
+        try:
+            out.append(pipeline.process(record, session_id))
+        except Exception as e:
+            out.append(Failed(type(e).__name__, _first_error_line(e)))
+    return out
+
+
 @dataclass
 class IngestStats:
     recorded: int = 0
@@ -511,7 +530,7 @@ class Ingest(_QueueFront):
     def _add(self, outcomes: list[Item | Failed]) -> None:
         for outcome in outcomes:
             if isinstance(outcome, Failed):
-                self._count_error(f"ingest error: {outcome.error_type}", outcome.message)
+                self._count_error(f"ingest error: {outcome.error_type}", outcome.detail)
             else:
                 self._pending.append(outcome)
                 self._pending_bytes += _stored_bytes(outcome)

@@ -7,34 +7,16 @@ writes the database (SQLite takes one writer at a time); the pool only decodes, 
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .ingest import Pipeline
+    from .ingest import Failed, Pipeline
     from .records import Record
     from .store import Item
 
+MAX_INGEST_WORKERS = 64  # --ingest-workers / teletap_ingest_workers
+
 _worker_pipeline: Pipeline | None = None
-
-
-@dataclass(frozen=True)
-class Failed:
-    """A record ``Pipeline.process`` raised on, in a form that crosses back from a pool worker."""
-
-    error_type: str
-    message: str
-
-
-def process_each(pipeline: Pipeline, records: list[Record], session_id: int) -> list[Item | Failed]:
-    """Each record's rows, or why it could not be processed: one bad record never costs the others."""
-    out: list[Item | Failed] = []
-    for record in records:
-        try:
-            out.append(pipeline.process(record, session_id))
-        except Exception as e:
-            out.append(Failed(type(e).__name__, str(e).strip().splitlines()[0][:300] if str(e).strip() else ""))
-    return out
 
 
 def _init_worker(pipeline: Pipeline) -> None:
@@ -56,7 +38,9 @@ def process_chunk(chunk: list[list[Record]], session_id: int) -> list[list[Item]
 
 
 def process_batch(records: list[Record], session_id: int) -> list[Item | Failed]:
-    """Live ingest: ``process_each`` in a pool worker."""
+    """Live ingest: ``ingest.process_each`` in a pool worker."""
+    from .ingest import process_each  # here, not at the top: ingest imports this module
+
     assert _worker_pipeline is not None
     return process_each(_worker_pipeline, records, session_id)
 

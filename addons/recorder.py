@@ -19,6 +19,7 @@ from mitmproxy import ctx, exceptions
 from mitmproxy import version as mitmproxy_version
 
 from .ingest import Pipeline, PipelineConfig, ProcessIngest, build_pipeline
+from .pool import MAX_INGEST_WORKERS
 from .records import Record
 from .store import StoreError, connect
 
@@ -28,8 +29,6 @@ log = logging.getLogger("teletap")
 _PIPELINE_OPTIONS = {"teletap_signatures", "teletap_identifiers", "teletap_findings_store_clear",
                      "teletap_blank_findings", "teletap_findings_key", "teletap_max_body",
                      "teletap_max_response_body", "teletap_db", "teletap_ingest_workers"}
-
-MAX_INGEST_WORKERS = 64
 
 # mitmproxy options worth keeping in the session row: they describe how the evidence was gathered.
 _RECORDED_MITMPROXY_OPTIONS = ("mode", "listen_host", "listen_port", "ignore_hosts", "allow_hosts",

@@ -35,6 +35,11 @@ class Table:
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
+    @property
+    def count_column(self) -> str:
+        """A summary's count: its first column outside the key. A row whose count drops to 0 is deleted."""
+        return next(c for c in self.column_names if c not in self.key)
+
     def create_sql(self) -> list[str]:
         parts = [f"[{c.name}] {c.type}" for c in self.columns]
         parts += [f"FOREIGN KEY ([{col}]) REFERENCES [{other}]([{other_col}])"
@@ -43,6 +48,10 @@ class Table:
             parts.append(f"PRIMARY KEY ({', '.join(f'[{c}]' for c in self.key)})")
         statements = [f"CREATE TABLE IF NOT EXISTS [{self.name}] (\n  " + ",\n  ".join(parts) + "\n)"
                       + (" WITHOUT ROWID" if self.key else "")]
+        if self.key:
+            # Summaries delete the rows a replacement empties: this partial index finds them without a scan.
+            statements.append(f"CREATE INDEX IF NOT EXISTS [idx_{self.name}_emptied] ON [{self.name}] "
+                              f"([{self.count_column}]) WHERE [{self.count_column}] <= 0")
         for cols in self.indexes:
             index_name = f"idx_{self.name}_{'_'.join(cols)}"
             statements.append(
@@ -305,14 +314,9 @@ SIGNATURES = Table(
 # Summaries: per-session aggregates that ingest keeps in the same transaction as the rows they count
 # (addons/summaries.py), so the canned queries and charts answer from thousands of rows instead of
 # millions. Key columns hold '' rather than NULL: a primary key column of a WITHOUT ROWID table cannot be
-# NULL, and '' keeps one row per key. A row whose count drops to 0 (a flow replaced on redecode or re-import)
-# is deleted; the partial index finds those rows without a scan.
+# NULL, and '' keeps one row per key. A row whose count (``Table.count_column``) drops to 0, as when a flow
+# is replaced on redecode or re-import, is deleted.
 _SUMMARY_NOTE = " Kept by ingest with the rows it counts; rebuilt from them on upgrade."
-
-
-def _zero_index(table: str, count_column: str) -> str:
-    return (f"CREATE INDEX IF NOT EXISTS [idx_{table}_emptied] ON [{table}] ([{count_column}]) "
-            f"WHERE [{count_column}] <= 0")
 
 
 _SUMMARY_SIGNATURE = (
@@ -344,7 +348,6 @@ SUMMARY_ENDPOINTS = Table(
         *_SEEN_COLUMNS,
     ),
     key=("host", "signature_id", "category", "vendor", "data_flow", "source", "content_type", "session_id"),
-    extra_sql=(_zero_index("summary_endpoints", "items"),),
 )
 
 SUMMARY_CLIENTS = Table(
@@ -364,7 +367,6 @@ SUMMARY_CLIENTS = Table(
         *_SEEN_COLUMNS,
     ),
     key=("client_address", "host", "source", "signature_id", "session_id"),
-    extra_sql=(_zero_index("summary_clients", "items"),),
 )
 
 SUMMARY_TRAFFIC = Table(
@@ -379,7 +381,6 @@ SUMMARY_TRAFFIC = Table(
         _c("bytes_received", "INTEGER", "Response bytes as received"),
     ),
     key=("minute", "category", "session_id"),
-    extra_sql=(_zero_index("summary_traffic", "flows"),),
 )
 
 SUMMARY_EVENTS = Table(
@@ -400,7 +401,6 @@ SUMMARY_EVENTS = Table(
     ),
     key=("name", "format", "documented_level", "direction", "host", "signature_id", "category", "vendor", "data_flow",
          "session_id"),
-    extra_sql=(_zero_index("summary_events", "events"),),
 )
 
 SUMMARY_FINDINGS = Table(
@@ -421,7 +421,6 @@ SUMMARY_FINDINGS = Table(
     ),
     key=("kind", "host", "data_flow", "vendor", "severity", "value_hash", "location", "signature_id", "category",
          "session_id"),
-    extra_sql=(_zero_index("summary_findings", "findings"),),
 )
 
 SUMMARIES: tuple[Table, ...] = (SUMMARY_ENDPOINTS, SUMMARY_CLIENTS, SUMMARY_TRAFFIC, SUMMARY_EVENTS, SUMMARY_FINDINGS)

@@ -120,9 +120,8 @@ def _statements(flows: str, connections: str) -> list[str]:
 
 _BATCH_STATEMENTS = _statements(IN_BATCH["flows"], IN_BATCH["connections"])
 _ALL_STATEMENTS = _statements("IS NOT NULL", "IS NOT NULL")
-# Rows whose counts a replacement took to zero; the first non-key column is each table's count.
-_EMPTIED = [f"DELETE FROM [{t.name}] WHERE [{next(c for c in t.column_names if c not in t.key)}] <= 0"
-            for t in SUMMARIES]
+# Rows whose counts a replacement took to zero (the schema's partial index finds them).
+_EMPTIED = [f"DELETE FROM [{t.name}] WHERE [{t.count_column}] <= 0" for t in SUMMARIES]
 
 
 class Summaries:

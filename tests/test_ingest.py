@@ -256,21 +256,25 @@ def test_a_worker_pool_keeps_the_order_of_versions_and_counts_failures(tmp_path:
     ingest = Ingest(db, pipeline, session_label="pool", pool=pool, pool_workers=2, flush_interval=0.05)
     try:
         ingest.start()
+        answered = flow(b"{}", fid="twice")
+        # The first version rides in a slow batch, the later one alone in a quick batch that the second
+        # worker finishes first: only collecting in arrival order writes the later version last.
+        slow_body = json.dumps({f"k{i}": f"user{i}@example.invalid {i}" for i in range(3000)}).encode()
+        slow = [flow(slow_body, headers=[("content-type", "application/json")], fid=f"slow{i}") for i in range(30)]
+        ingest.submit([answered, "not a record", *slow])  # type: ignore[list-item]  # process() raises TypeError
+        ingest.submit([dataclasses.replace(answered, status=None, error="connection reset")])  # the later version
         for i in range(400):
             ingest.submit([flow(b'{"n": %d}' % i, headers=[("content-type", "application/json")], fid=f"f{i}")])
-        answered = flow(b"{}", fid="twice")
-        ingest.submit([answered, "not a record"])  # type: ignore[list-item]  # process() raises TypeError
-        ingest.submit([dataclasses.replace(answered, status=None, error="connection reset")])  # the later version
         stats = ingest.stop()
     finally:
         pool.shutdown()
-    # 402 items written (both versions of "twice"), 401 rows: the later version replaced the earlier
-    assert stats.recorded == 402 and stats.unrecorded == {"ingest error: TypeError": 1}
+    # 432 items written (both versions of "twice"), 431 rows: the later version replaced the earlier
+    assert stats.recorded == 432 and stats.unrecorded == {"ingest error: TypeError": 1}
     assert rows(db, "select status, error from flows where id = 'twice'") == [{"status": None,
                                                                               "error": "connection reset"}]
-    assert rows(db, "select count(*) as n from flows") == [{"n": 401}]
+    assert rows(db, "select count(*) as n from flows") == [{"n": 431}]
     (session,) = rows(db, "select items_recorded, items_unrecorded, ended from sessions")
-    assert session["items_recorded"] == 402 and session["items_unrecorded"] == 1 and session["ended"]
+    assert session["items_recorded"] == 432 and session["items_unrecorded"] == 1 and session["ended"]
 
 
 def test_ingest_process_with_workers_leaves_no_process_behind_when_killed(tmp_path: Path):

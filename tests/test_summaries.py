@@ -145,3 +145,14 @@ def test_replacing_a_flow_moves_its_counts(tmp_path: Path):
         ("b.example.invalid", 1)]
     assert store.conn.execute("SELECT count(*) FROM summary_events").fetchone()[0] == 0
     store.close()
+
+
+def test_emptied_rows_are_found_through_the_partial_index(tmp_path: Path):
+    """Deleting the rows a replacement took to zero must not scan a summary (they reach 400k rows at 1M flows)."""
+    from teletap.summaries import _EMPTIED
+
+    store = Store(tmp_path / "t.db")
+    for table, statement in zip(SUMMARIES, _EMPTIED, strict=True):
+        plan = " ".join(r[3] for r in store.conn.execute("EXPLAIN QUERY PLAN " + statement))
+        assert f"idx_{table.name}_emptied" in plan, plan
+    store.close()
