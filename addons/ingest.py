@@ -36,7 +36,7 @@ from .records import (
     Record,
     WebSocketMessageRecord,
 )
-from .store import FlowRows, Item, Row, Store, iso
+from .store import FlowRows, Item, Row, Store, explain_write_error, iso
 
 if TYPE_CHECKING:
     from .catalogue import EventCatalogue
@@ -448,8 +448,9 @@ class Ingest(_QueueFront):
                                      unrecorded=self.stats.unrecorded_total,
                                      reasons=dict(self.stats.unrecorded), ended=True)
             except Exception as e:
-                log.error("teletap: could not close session %s in %s: %s", self.session_id, self.db_path,
-                          _first_error_line(e))
+                log.error("teletap: could not close session %s in %s (%s); its final counts are only "
+                          "in the shutdown report", self.session_id, self.db_path,
+                          explain_write_error(self.db_path, e))
             store.close()
 
     def _count_dropped(self) -> None:
@@ -543,7 +544,8 @@ class Ingest(_QueueFront):
             self.stats.recorded += len(items)
         except sqlite3.OperationalError as e:
             # The database cannot take writes now (full, locked, read-only, I/O): every item would fail too.
-            self._count_error(f"write failed: {type(e).__name__}: {e}", _first_error_line(e), len(items))
+            reason = explain_write_error(self.db_path, e)
+            self._count_error(f"write failed: {reason}", reason, len(items))
         except Exception:
             # A value SQLite refuses: one bad item must not cost its whole batch, so write them one by one.
             for item in items:

@@ -6,11 +6,13 @@ one transaction, because a commit per flow costs ~10× more (see docs/architectu
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
 import sqlite3
 import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +35,23 @@ def iso(ts: float | None) -> str | None:
     # Whole milliseconds first: 14.830 is 14.8299999… as a float, and truncating would say .829.
     ms = round(ts * 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def explain_write_error(path: Path, error: Exception) -> str:
+    """A failed write in words an admin can act on.
+
+    SQLite reports a filesystem that turned read-only under it (ext4 after an I/O error, an NFS export
+    changed) only as "disk I/O error". Creating a nameless file beside the database tells. (Opening the
+    database file itself would not do: closing any descriptor of it drops SQLite's locks.)
+    """
+    text = f"{type(error).__name__}: {error}"
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as e:
+        if e.errno == errno.EROFS:
+            return f"{text} (the filesystem holding the database is read-only)"
+    return text
 
 
 def _create_private_file(path: Path) -> None:
@@ -84,7 +103,7 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         if not readonly:
             conn.execute("PRAGMA journal_mode = WAL")
             # NORMAL in WAL mode: a power cut can lose the last commits but never corrupts the file.
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA synchronous = FULL")
         _ensure_schema(conn, path, readonly=readonly)
     except sqlite3.DatabaseError as e:
         conn.close()

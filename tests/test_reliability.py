@@ -6,6 +6,7 @@ Real processes on loopback, real SQLite files.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -138,37 +139,91 @@ def _fill(directory: Path) -> Path:
     return filler
 
 
-@pytest.mark.parametrize("fault", ["disk full", "locked"])
-def test_database_that_stops_accepting_writes_never_stops_traffic(tmp_path: Path, small_disk: Path, fault: str):
-    """The DB's disk fills up, or another program holds the DB locked beyond the busy timeout, while
-    proxying: clients are still served; the loss is counted, logged and reported; what was committed stays
-    intact."""
-    db = small_disk / "evidence.db"
+@pytest.fixture
+def ext4_disk(tmp_path: Path):
+    """A real 32 MiB ext4 filesystem on a loop device, mounted ``errors=remount-ro``.
+
+    ext4's ``trigger_fs_error`` switch (sysfs) then makes it fail as after a real I/O error: the kernel
+    turns the filesystem read-only under the running proxy, with the database open for writing (a plain
+    ``mount -o remount,ro`` is refused while a file is open for writing).
+    """
+    image, mount = tmp_path / "ext4.img", tmp_path / "ext4"
+    mount.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(32 * 1024 * 1024)
+    for command in (["mkfs.ext4", "-q", "-F", str(image)],
+                    ["mount", "-o", "loop,errors=remount-ro", str(image), str(mount)]):
+        try:
+            result = subprocess.run(command, capture_output=True, text=True)
+        except FileNotFoundError:
+            pytest.skip(f"{command[0]} is not installed")
+        if result.returncode != 0:
+            pytest.skip(f"cannot make an ext4 loop filesystem here (needs root and loop devices): "
+                        f"{result.stderr.strip()}")
+    device = Path(subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(mount)], capture_output=True,
+                                 text=True).stdout.strip())
+    try:
+        yield mount, Path("/sys/fs/ext4") / device.name / "trigger_fs_error", image
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _remount_after_check(mount: Path, image: Path) -> None:
+    """What an admin does after the error: unmount, fsck, mount again."""
+    subprocess.run(["umount", str(mount)], check=True)
+    fsck = subprocess.run(["e2fsck", "-f", "-y", str(image)], capture_output=True, text=True)
+    assert fsck.returncode in (0, 1), fsck.stdout + fsck.stderr  # 1: errors corrected (the triggered one)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mount)], check=True)
+
+
+@pytest.mark.parametrize("fault", ["disk full", "locked", "read-only"])
+def test_database_that_stops_accepting_writes_never_stops_traffic(tmp_path: Path, request: pytest.FixtureRequest,
+                                                                  fault: str):
+    """The DB's disk fills up, its filesystem turns read-only, or another program holds the DB locked beyond
+    the busy timeout, while proxying: clients are still served; the loss is counted, logged and reported;
+    what was committed stays intact."""
+    if fault == "read-only":
+        disk, trigger, image = request.getfixturevalue("ext4_disk")
+    else:
+        disk = request.getfixturevalue("small_disk")
+    db = disk / "evidence.db"
     with Upstream() as upstream, running_teletap(tmp_path, "--session", fault, db=db) as tt:
         with httpx.Client(proxy=tt.proxy, timeout=10) as client:
             assert client.post(f"http://{LOOPBACK}:{upstream.port}/before", content=b"x").status_code == 200
             time.sleep(1.5)  # committed
             if fault == "disk full":
-                filler = _fill(small_disk)
+                filler = _fill(disk)
+            elif fault == "read-only":
+                trigger.write_text("teletap reliability test\n")
+                with pytest.raises(OSError, match="Read-only file system"):
+                    (disk / "probe").write_bytes(b"")
             else:
                 blocker = sqlite3.connect(db, isolation_level=None)
                 blocker.execute("BEGIN EXCLUSIVE")  # e.g. someone's long write in the sqlite3 shell
             statuses = [client.post(f"http://{LOOPBACK}:{upstream.port}/during", content=b"y" * 50_000).status_code
                         for _ in range(40)]
-            # The worker tries (and fails) to write them: at once on a full disk, after its 10 s busy
-            # timeout on a lock.
-            time.sleep(1.5 if fault == "disk full" else 12)
+            # The worker tries (and fails) to write them: at once on a full or read-only disk, after its
+            # 10 s busy timeout on a lock.
+            time.sleep(12 if fault == "locked" else 1.5)
             # The admin frees the disk / ends the lock; the session row can be closed with the counts.
+            # A read-only filesystem stays so until it is checked and mounted again.
             if fault == "disk full":
                 filler.unlink()
-            else:
+            elif fault == "locked":
                 blocker.execute("ROLLBACK")
                 blocker.close()
         assert statuses == [200] * 40  # traffic unaffected
         assert tt.stop() == 0
         output = tt.output()
     assert "NOT recorded" in output and "write failed" in output, output
-    session = rows(db, "SELECT items_unrecorded, unrecorded_reasons FROM sessions")[0]
-    assert session["items_unrecorded"] >= 1 and "write failed" in session["unrecorded_reasons"]
+    if fault == "read-only":
+        assert "filesystem holding the database is read-only" in output, output
+        # The session row could not be updated; the shutdown report has the counts.
+        unrecorded = int(re.search(r"(\d+) item\(s\) NOT recorded", output).group(1))
+        assert unrecorded >= 40, output
+        _remount_after_check(disk, image)
+    else:
+        session = rows(db, "SELECT items_unrecorded, unrecorded_reasons FROM sessions")[0]
+        assert session["items_unrecorded"] >= 1 and "write failed" in session["unrecorded_reasons"]
     assert rows(db, "PRAGMA integrity_check") == [{"integrity_check": "ok"}]
     assert rows(db, "SELECT COUNT(*) AS n FROM flows WHERE path = '/before'") == [{"n": 1}]
