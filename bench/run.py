@@ -2,13 +2,15 @@
 
     python bench/run.py --quick          # a few minutes: short proxy runs, 30k-flow memory run, 100k-flow DB
     python bench/run.py                  # full: 3 rounds per proxy case, 1M-flow memory run, 1M-flow/5M-event DB
-    python bench/run.py --only proxy ingest     # a subset: proxy ingest decoders match detect memory serve
+    python bench/run.py --only proxy ingest     # a subset: proxy instructions ingest decoders match detect memory serve
     python bench/run.py --serve-db PATH  # time queries and reports on an already generated DB (bench_serve.py --keep)
 
 Figures and their baselines (see docs/benchmarks.md for what each means):
 
 - proxy: requests/s and p50/p99 latency of `teletap run` vs plain `mitmdump` under the same load
   (bench_proxy.py: alternating rounds, proxy pinned to CPU 1, load and upstream to CPU 0);
+- instructions: the proxy process's instructions per request, teletap vs mitmdump, counted by callgrind
+  (bench_instructions.py): noise-free where requests/s are not, but blind to copies and kernel time;
 - ingest: events/s through teletap's own Pipeline (decode → match → detect) and Store, vs json.loads of the
   same events; decoders alone (bench_decoders.py);
 - match: per-flow signature match with 10,000 signatures vs 10 (bench_match.py);
@@ -39,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_decoders
 import bench_findings
+import bench_instructions
 import bench_match
 import bench_memory
 import bench_proxy
@@ -48,7 +51,7 @@ from teletap.ingest import ProcessIngest, build_pipeline
 from teletap.records import Body, HttpFlowRecord
 from teletap.store import FlowRows, Store
 
-SECTIONS = ("proxy", "ingest", "decoders", "match", "detect", "memory", "serve")
+SECTIONS = ("proxy", "instructions", "ingest", "decoders", "match", "detect", "memory", "serve")
 
 
 @dataclass
@@ -100,6 +103,17 @@ def run_proxy(quick: bool) -> None:
                        note=f"added {added:+.1f} ms"))
 
 
+def run_instructions(quick: bool) -> None:
+    if not bench_instructions.available():
+        raise RuntimeError("valgrind is not installed (apt-get install valgrind)")
+    results = bench_instructions.compare(bench_instructions.PLAIN_CASES, requests=200 if quick else 400)
+    for case, counts in results.items():
+        add(Figure("instr", f"{case}: proxy instructions/request", counts["teletap"] / 1e6, "M instructions",
+                   counts["mitmdump"] / 1e6, "mitmdump",
+                   note="callgrind, proxy process only; repeatable to ~0.2 %; excludes kernel time and "
+                        "the cost of memory copies"))
+
+
 # --- ingest: teletap's own pipeline and store, vs json.loads of the same events -----------------------------
 
 
@@ -116,8 +130,8 @@ class _NoSummaries:
 def _ingest_capacity(record: HttpFlowRecord, flows: int, workers: int) -> float:
     """Events/s through a real ProcessIngest: submit ``flows`` copies of ``record``, then wait until stored."""
     with tempfile.TemporaryDirectory(prefix="teletap-bench-capacity-") as tmp:
-        # queue_size counts records, the queue holds batches of up to 64; outside an event loop each submit
-        # sends a batch of one record, so this leaves room for every record.
+        # Outside an event loop each submit sends a batch of one record; what the pipe cannot take yet is
+        # held (these bounds hold every record) and written by later submits and by stop().
         front = ProcessIngest(Path(tmp) / "capacity.db", dict(findings_key=b"\x01" * 32), queue_size=64 * flows,
                               queue_bytes=1 << 40, workers=workers, session_label="bench")
         front.start()
@@ -330,8 +344,8 @@ def main() -> int:
     args = ap.parse_args()
     started = time.time()
     mode = "quick" if args.quick else "full"
-    runners = {"proxy": run_proxy, "ingest": run_ingest, "decoders": run_decoders, "match": run_match,
-               "detect": run_detect, "memory": run_memory}
+    runners = {"proxy": run_proxy, "instructions": run_instructions, "ingest": run_ingest,
+               "decoders": run_decoders, "match": run_match, "detect": run_detect, "memory": run_memory}
     for section in args.only:
         print(f"== {section}", flush=True)
         try:
