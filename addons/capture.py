@@ -106,21 +106,33 @@ def _sni_from_client_bytes(data: bytes) -> str | None:
     return hello.sni if hello else None
 
 
+STREAM_THRESHOLD = 32 * 1024 * 1024
+MAX_BODY = 1024 * 1024
+
+
 class Capture:
     """Turns mitmproxy's hooks into records for every flow and connection; nothing is silently missing."""
 
     def __init__(self, submit: Submit):
         self.submit = submit
+        # Copies of the options, refreshed in configure: ctx.options deep-copies a value on every read.
+        self.stream_threshold = STREAM_THRESHOLD
+        self.max_body = MAX_BODY
 
     def load(self, loader: Any) -> None:
         loader.add_option(
-            "teletap_stream_threshold", int, 32 * 1024 * 1024,
+            "teletap_stream_threshold", int, STREAM_THRESHOLD,
             "Bodies larger than this many bytes (by Content-Length) are streamed through: hashed and counted, "
             "with only the first teletap_max_body bytes kept, instead of being buffered in memory.",
         )
-        loader.add_option("teletap_max_body", int, 1024 * 1024,
+        loader.add_option("teletap_max_body", int, MAX_BODY,
                           "Store at most this many bytes of each request body (the rest is hashed; "
                           "request_body_truncated says so).")
+
+    def configure(self, updated: set[str]) -> None:
+        if "teletap_stream_threshold" in updated or "teletap_max_body" in updated:
+            self.stream_threshold = ctx.options.teletap_stream_threshold
+            self.max_body = ctx.options.teletap_max_body
 
     # -- HTTP -----------------------------------------------------------------------------------------
     @guarded
@@ -128,8 +140,8 @@ class Capture:
         if "teletap_sinkholed" in flow.metadata:
             return  # answered locally: streaming would send the body upstream before the sinkhole answers
         length = _content_length(flow.request)
-        if length is not None and length > ctx.options.teletap_stream_threshold:
-            tap = BodyTap(ctx.options.teletap_max_body)
+        if length is not None and length > self.stream_threshold:
+            tap = BodyTap(self.max_body)
             flow.request.stream = tap
             flow.metadata["teletap_request_tap"] = tap
 
@@ -137,8 +149,8 @@ class Capture:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response is not None
         length = _content_length(flow.response)
-        if length is not None and length > ctx.options.teletap_stream_threshold:
-            tap = BodyTap(ctx.options.teletap_max_body)
+        if length is not None and length > self.stream_threshold:
+            tap = BodyTap(self.max_body)
             flow.response.stream = tap
             flow.metadata["teletap_response_tap"] = tap
 

@@ -132,13 +132,24 @@ def run(db: str, listen_host: str, listen_port: int, modes: tuple[str, ...], ses
         args += ["--set", f"teletap_signatures={path}"]
     for selector in sinkholes:
         args += ["--set", f"teletap_sinkhole={selector}"]
-    args += ["-s", str(resources.mitmproxy_script_path())]
     for option in set_options:
         args += ["--set", option]
 
-    from mitmproxy.tools.main import mitmdump
+    from mitmproxy.tools import cmdline
+    from mitmproxy.tools.dump import DumpMaster
+    from mitmproxy.tools.main import run as run_mitmproxy
 
-    mitmdump(args)
+    from .addon import Teletap
+
+    class TeletapMaster(DumpMaster):
+        """mitmdump, with teletap's addons registered before the options are parsed (so ``--set`` of a
+        teletap option is checked at once) and as one chain entry (docs/architecture.md, cli.py row)."""
+
+        def __init__(self, options: Any) -> None:
+            super().__init__(options)
+            self.addons.add(Teletap())
+
+    run_mitmproxy(TeletapMaster, cmdline.mitmdump, args)
     # Everything is written and closed by now (done hooks ran, the ingest worker was joined). Skipping the
     # interpreter's teardown avoids a native crash seen in mitmproxy_rs's DNS resolver at exit (about one
     # stop in three with DNS mode and teletap's worker process), which would turn a clean stop into SIGSEGV.

@@ -6,6 +6,9 @@ import hashlib
 import json
 import ssl
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -13,7 +16,9 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import serve as ws_serve
 
-from .support import LOOPBACK, Upstream, free_port, rows, running_teletap
+from teletap import resources
+
+from .support import LOOPBACK, Upstream, free_port, rows, running_teletap, wait_for_port
 
 pytestmark = pytest.mark.e2e
 
@@ -137,3 +142,30 @@ def test_websocket_messages_are_recorded(capture):
     assert [(m["direction"], m["content"]) for m in messages] == [
         ("client-to-server", b"ping-1"), ("server-to-client", b"echo:ping-1")]
     assert all(m["is_text"] == 1 and m["size"] == len(m["content"]) for m in messages)
+
+
+def test_plain_mitmdump_with_the_shim_records_like_teletap_run(tmp_path: Path):
+    """`mitmdump -s "$(teletap mitmproxy-script)"` (README) loads the same addons as `teletap run`."""
+    port, db = free_port(), tmp_path / "shim.db"
+    log = tmp_path / "mitmdump.log"
+    with Upstream() as upstream, open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mitmdump")), "-q", "--listen-host", LOOPBACK, "--listen-port",
+             str(port), "-s", str(resources.mitmproxy_script_path()), "--set", f"teletap_db={db}",
+             "--set", f"confdir={tmp_path / 'conf'}"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+        try:
+            wait_for_port(port, proc=proc)
+            with httpx.Client(proxy=f"http://{LOOPBACK}:{port}", timeout=10) as client:
+                for _ in range(100):  # the recorder starts its session once the proxy runs
+                    if "recording session" in log.read_text():
+                        break
+                    time.sleep(0.1)
+                r = client.post(f"http://{LOOPBACK}:{upstream.port}/shim", content=b'{"via": "shim"}',
+                                headers={"content-type": "application/json"})
+                assert r.status_code == 200
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    assert "session 1 closed: 1 item(s) recorded" in log.read_text(), log.read_text()
+    assert rows(db, "SELECT path, request_body FROM flows") == [{"path": "/shim", "request_body": b'{"via": "shim"}'}]
