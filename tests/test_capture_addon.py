@@ -6,10 +6,12 @@ import contextlib
 import hashlib
 import ssl
 
-from mitmproxy import tls
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mitmproxy import http, tls
 from mitmproxy.test import taddons, tflow
 
-from teletap.capture import Capture
+from teletap.capture import Capture, _content_length, pretty_host_and_url
 from teletap.records import CaptureFailure, ConnectionRecord, DnsRecord, HttpFlowRecord, WebSocketMessageRecord
 
 
@@ -207,3 +209,55 @@ def client_hello(sni: str) -> bytes:
     with contextlib.suppress(ssl.SSLWantReadError):
         tls_client.do_handshake()
     return outgoing.read()
+
+
+HOSTS = st.one_of(
+    st.sampled_from(["127.0.0.1:8080", "a.example.invalid", "A.Example.Invalid:443", "[::1]:8443", "[::1]",
+                     "xn--bcher-kva.example.invalid", "bücher.example.invalid", "bad host", ":80", "a:99999",
+                     "a.example.invalid:", "10.0.0.1:80", ""]),
+    st.text(max_size=30),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hosts=st.lists(HOSTS, max_size=2), scheme=st.sampled_from(["http", "https"]),
+       port=st.sampled_from([80, 443, 8080]), version=st.sampled_from(["HTTP/1.1", "HTTP/2.0"]),
+       authority=st.sampled_from(["", "b.example.invalid:444"]), name=st.sampled_from([b"Host", b"host", b"HOST"]))
+def test_pretty_host_and_url_are_mitmproxys_properties(hosts, scheme, port, version, authority, name):
+    """One (cached) parse of the Host header gives what Request.pretty_host and Request.pretty_url give."""
+    req = http.Request("10.0.0.9", port, b"POST", scheme.encode(), authority.encode(), b"/p?q=1", version.encode(),
+                       http.Headers([(b"Accept", b"*/*")] + [(name, h.encode("utf-8", "surrogateescape"))
+                                                              for h in hosts]),
+                       b"", None, 0.0, 0.0)
+    expected = (req.pretty_host, req.pretty_url)
+    assert pretty_host_and_url(req) == expected
+    assert pretty_host_and_url(req) == expected  # again, from the cache
+
+
+def test_pretty_host_and_url_of_a_connect_request():
+    req = http.Request("a.example.invalid", 443, b"CONNECT", b"", b"a.example.invalid:443", b"", b"HTTP/1.1",
+                       http.Headers([(b"Host", b"a.example.invalid:443")]), b"", None, 0.0, 0.0)
+    assert req.first_line_format == "authority"
+    assert pretty_host_and_url(req) == (req.pretty_host, req.pretty_url) == ("a.example.invalid",
+                                                                            "a.example.invalid:443")
+
+
+@given(st.lists(st.tuples(st.sampled_from([b"Content-Length", b"content-length", b"CONTENT-LENGTH", b"Content-Type",
+                                          b"X-Content-Length"]),
+                          st.sampled_from([b"12", b" 12 ", b"", b"-1", b"1e3", b"0", b"99999999999"])), max_size=4))
+def test_content_length_reads_the_first_header_like_headers_get(fields):
+    message = http.Response.make(200, b"")
+    message.headers = http.Headers(fields)
+    value = message.headers.get("content-length")
+    expected = int(value) if value and value.strip().isdigit() else None
+    assert _content_length(message) == expected
+
+
+def test_the_host_cache_stays_bounded_under_endless_names():
+    from teletap import capture as module
+
+    for i in range(module._AUTHORITIES_MAX + 10):
+        req = http.Request.make("GET", "http://a.example.invalid/")
+        req.headers["Host"] = f"h{i}.example.invalid"
+        assert pretty_host_and_url(req)[0] == f"h{i}.example.invalid"
+    assert 0 < len(module._AUTHORITIES) <= module._AUTHORITIES_MAX
