@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 from .capture import Capture
@@ -38,12 +40,35 @@ class Teletap:
     """All of teletap's addons as one entry in mitmproxy's addon chain (``teletap run``).
 
     mitmproxy pays a context manager, a coroutine and a generator per chain entry on every hook of every
-    flow; children listed in ``addons`` share their parent's. Five entries of their own cost the proxy
-    ≈ 5 % more instructions per request than one (docs/benchmarks.md).
+    flow, and then looks every hook up on every child of an entry. So this entry has no children: each
+    hook one of teletap's addons implements becomes an attribute here, the addon's own method where only
+    one implements it, or a call of each, in ``make_addons`` order, where several do. Measured in
+    docs/benchmarks.md. (``mitmdump -s`` loads the same addons as a script's children instead.)
     """
 
     def __init__(self) -> None:
-        self.addons = make_addons()
+        from mitmproxy import hooks
+
+        self.parts = make_addons()
+        for name in hooks.all_hooks:  # every hook mitmproxy defines (its master has imported them all)
+            handlers = [getattr(part, name) for part in self.parts if callable(getattr(part, name, None))]
+            if any(inspect.iscoroutinefunction(h) for h in handlers):
+                raise TypeError(f"{name}: async hooks need mitmproxy's own dispatch")
+            if len(handlers) == 1:
+                setattr(self, name, handlers[0])
+            elif handlers:
+                setattr(self, name, _in_order(handlers))
+
+
+def _in_order(handlers: list[Callable[..., None]]) -> Callable[..., None]:
+    def call_each(*args: Any) -> None:
+        for handler in handlers:
+            handler(*args)
+
+    return call_each
+
+
+addons = make_addons()
 
 
 addons = make_addons()
