@@ -69,6 +69,3 @@ def _in_order(handlers: list[Callable[..., None]]) -> Callable[..., None]:
 
 
 addons = make_addons()
-
-
-addons = make_addons()
