@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .har import HarEntryError, entry_record, websocket_records
-from .ingest import Pipeline
+from .ingest import Pipeline, record_bytes, stored_bytes
 from .pool import make_pool, process_chunk
-from .records import ConnectionRecord, HttpFlowRecord, Record, WebSocketMessageRecord
+from .records import ConnectionRecord, Record, WebSocketMessageRecord
 from .store import FlowRows, Item, Row, Store
 
 log = logging.getLogger("teletap")
@@ -546,18 +546,6 @@ def import_files(db_path: Path, paths: Sequence[Path], pipeline: Pipeline, *, la
 # -- the pipeline on several cores (teletap.pool) ------------------------------------------------------
 
 
-def _record_bytes(record: Record) -> int:
-    if isinstance(record, HttpFlowRecord):
-        return len(record.request_body.raw or b"") + len((record.response_body.raw or b"") if record.response_body
-                                                         else b"")
-    return len(getattr(record, "content", b"") or b"")
-
-
-def _item_bytes(item: Item) -> int:
-    values = item.flow if isinstance(item, FlowRows) else item.values
-    return sum(len(values.get(k) or b"") for k in ("request_body", "response_body", "content"))
-
-
 def _key(recs: list[Record]) -> str:
     first = recs[0]
     return first.flow_id if isinstance(first, WebSocketMessageRecord) else first.id  # type: ignore[union-attr]
@@ -581,7 +569,7 @@ def _processed(source: Iterator[tuple[int, list[Record]]], pipeline: Pipeline, s
     chunk_bytes = 0
     for _, recs in source:
         chunk.append(recs)
-        chunk_bytes += sum(_record_bytes(r) for r in recs)
+        chunk_bytes += sum(record_bytes(r) for r in recs)
         if len(chunk) >= chunk_size or chunk_bytes >= CHUNK_BYTES:
             submit()
             chunk_bytes = 0
@@ -625,7 +613,7 @@ def _import_one(store: Store, info: FileInfo, pipeline: Pipeline, session_id: in
         pending.pop(key, None)  # a flow file may hold the same flow twice (response, then error): keep the last
         pending[key] = items
         size += len(items)
-        held += sum(_item_bytes(i) for i in items)
+        held += sum(stored_bytes(i) for i in items)
         if size >= batch or held >= BATCH_BYTES:
             flush()
     flush()

@@ -265,7 +265,7 @@ class Pipeline:
         })
 
 
-def _stored_bytes(item: Item) -> int:
+def stored_bytes(item: Item) -> int:
     """Roughly what an item holds in memory until it is written: its bodies and decoded events."""
     if isinstance(item, FlowRows):
         flow = item.flow
@@ -325,7 +325,7 @@ class IngestStats:
         return sum(self.unrecorded.values())
 
 
-def _record_bytes(record: Record) -> int:
+def record_bytes(record: Record) -> int:
     """Roughly the memory a queued record holds: its bodies (the rest is small)."""
     if isinstance(record, HttpFlowRecord):
         size = len(record.request_body.raw or b"")
@@ -534,7 +534,7 @@ class Ingest(_QueueFront):
                 self._count_error(f"ingest error: {outcome.error_type}", outcome.detail)
             else:
                 self._pending.append(outcome)
-                self._pending_bytes += _stored_bytes(outcome)
+                self._pending_bytes += stored_bytes(outcome)
 
     def _flush(self, store: Store, items: list[Item]) -> None:
         assert self.session_id is not None
@@ -646,7 +646,7 @@ class ProcessIngest(_QueueFront):
         if not self._buffer:
             return
         batch, self._buffer = self._buffer, []
-        size = sum(_record_bytes(r) for r in batch)
+        size = sum(record_bytes(r) for r in batch)
         with self._inflight.get_lock():
             fits = self._inflight.value + size <= self.queue_bytes or self._inflight.value == 0
             if fits:
@@ -714,7 +714,7 @@ def _ingest_process_main(db_path: Path, pipeline_spec: dict[str, Any], ingest_kw
         pool = make_pool(pipeline, workers)  # before the database and the ingest thread (see make_pool)
         def consumed(batch: Any) -> None:
             with inflight.get_lock():
-                inflight.value -= sum(_record_bytes(r) for r in batch)
+                inflight.value -= sum(record_bytes(r) for r in batch)
 
         ingest = Ingest(db_path, pipeline, queue_obj=work, dropped=dropped, consumed=consumed,
                         parent_alive=parent.is_alive if parent is not None else None, pool=pool,

@@ -130,8 +130,8 @@ class _NoSummaries:
 def _ingest_capacity(record: HttpFlowRecord, flows: int, workers: int) -> float:
     """Events/s through a real ProcessIngest: submit ``flows`` copies of ``record``, then wait until stored."""
     with tempfile.TemporaryDirectory(prefix="teletap-bench-capacity-") as tmp:
-        # Outside an event loop each submit sends a batch of one record; what the pipe cannot take yet is
-        # held (these bounds hold every record) and written by later submits and by stop().
+        # queue_size counts records, the queue holds batches of up to 64; outside an event loop each submit
+        # sends a batch of one record, so this leaves room for every record.
         front = ProcessIngest(Path(tmp) / "capacity.db", dict(findings_key=b"\x01" * 32), queue_size=64 * flows,
                               queue_bytes=1 << 40, workers=workers, session_label="bench")
         front.start()

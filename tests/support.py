@@ -23,6 +23,38 @@ from typing import Any
 LOOPBACK = "127.0.0.1"
 
 
+# -- processes (Linux /proc): teletap's ingest worker and its pool ------------------------------------------
+
+def child_pids(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def ingest_process(proxy_pid: int) -> int:
+    """The ingest worker that ``teletap run`` spawned (not multiprocessing's resource tracker)."""
+    (worker,) = [c for c in child_pids(proxy_pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return worker
+
+
+def is_gone(pid: int) -> bool:
+    """Exited. A reparented child lingers as a zombie until init reaps it: that counts as gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def wait_gone(pids: list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not all(is_gone(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def free_port(host: str = LOOPBACK, kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as s:
         s.bind((host, 0))

@@ -8,30 +8,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .support import Upstream, rows, running_teletap
+from .support import Upstream, child_pids, ingest_process, is_gone, rows, running_teletap
 
 pytestmark = pytest.mark.e2e
 
 FLOWS = 60
 
 
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(c) for c in path.read_text().split()] if path.exists() else []
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def test_a_pool_of_ingest_workers_records_everything_and_leaves_nothing_behind(tmp_path: Path):
     with Upstream() as up, running_teletap(tmp_path, "--ingest-workers", "2", "--session", "pool") as tt:
-        ingest = [c for c in _children(tt.proc.pid) if "spawn_main" in _cmdline(c)]
-        assert len(ingest) == 1, [_cmdline(c) for c in _children(tt.proc.pid)]
-        workers = _children(ingest[0])
+        ingest = ingest_process(tt.proc.pid)
+        workers = child_pids(ingest)
         assert len(workers) == 2  # the pool, forked by the ingest process
         with httpx.Client(proxy=tt.proxy, timeout=10) as client:
             for i in range(FLOWS):
@@ -42,7 +29,7 @@ def test_a_pool_of_ingest_workers_records_everything_and_leaves_nothing_behind(t
                                 headers={"content-type": "application/x-json-stream"})
                 assert r.status_code == 200
         assert tt.stop() == 0
-    assert not any(Path(f"/proc/{pid}").exists() for pid in (*ingest, *workers))
+    assert all(is_gone(pid) for pid in (ingest, *workers))
     (session,) = rows(tt.db, "select options, items_recorded, items_unrecorded, ended from sessions")
     assert json.loads(session["options"])["teletap_ingest_workers"] == 2
     assert session["items_unrecorded"] == 0 and session["ended"]

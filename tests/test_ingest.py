@@ -17,7 +17,7 @@ from teletap.records import Body, ConnectionRecord, DnsRecord, HttpFlowRecord, W
 from teletap.signatures import Matcher, SignatureSet
 from teletap.store import FlowRows, Row, Store
 
-from .support import rows
+from .support import child_pids, rows, wait_gone
 
 
 def flow(body: bytes = b"", *, headers: list[tuple[str, str]] | None = None, host: str = "a.example.invalid",
@@ -287,14 +287,8 @@ def test_ingest_process_with_workers_leaves_no_process_behind_when_killed(tmp_pa
     ingest = ProcessIngest(tmp_path / "k.db", dict(findings_key=b"k" * 32), workers=2, session_label="kill")
     ingest.start()
     pid = ingest._process.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    children = child_pids(pid)
     assert len(children) >= 2  # the pool's workers
     os.kill(pid, signal.SIGKILL)
     ingest._process.join(10)
-    deadline = time.monotonic() + 10
-    while any(Path(f"/proc/{c}").exists() and "Z" not in Path(f"/proc/{c}/stat").read_text().split()[2]
-              for c in children) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    alive = [c for c in children if Path(f"/proc/{c}").exists()
-             and Path(f"/proc/{c}/stat").read_text().split()[2] != "Z"]
-    assert alive == []
+    assert wait_gone(children, 10)

@@ -17,33 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .support import LOOPBACK, Upstream, rows, running_teletap
+from .support import LOOPBACK, Upstream, ingest_process, rows, running_teletap, wait_gone
 
 pytestmark = pytest.mark.e2e
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        # A reparented child that exited lingers as a zombie until init reaps it: that counts as gone.
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-                return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class Load:
@@ -82,8 +58,7 @@ def test_kill_9_under_load_loses_at_most_the_last_second(tmp_path: Path):
     db = tmp_path / "killed.db"
     with Upstream() as upstream:
         with running_teletap(tmp_path, "--session", "killed", db=db) as tt:
-            (worker,) = [c for c in _children(tt.proc.pid)
-                         if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]  # not the resource tracker
+            worker = ingest_process(tt.proc.pid)
             with Load(tt.proxy, upstream.port) as load:
                 time.sleep(3)
                 killed_at = time.time()
@@ -91,7 +66,7 @@ def test_kill_9_under_load_loses_at_most_the_last_second(tmp_path: Path):
                 tt.proc.wait(10)
             answered_before = [t for t in load.answered if t <= killed_at]
         # The worker notices the proxy is gone, writes what reached it and exits by itself.
-        assert _wait_gone(worker, 30), "the ingest worker outlived the proxy"
+        assert wait_gone([worker], 30), "the ingest worker outlived the proxy"
 
         conn = sqlite3.connect(db)
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
