@@ -8,7 +8,11 @@ import json
 import time
 import zlib
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from teletap.decoders import decode_request, decode_response
+from teletap.decoders.generic import may_hold_jwt
 from tests.bond_encoder import INT32, INT64, LIST, MAP, STRING, STRUCT, F, L, M, S, encode
 
 # --- Application Insights ----------------------------------------------------------------------------
@@ -306,6 +310,13 @@ def test_jwt_in_query_string() -> None:
     r = decode_request("GET", f"https://app.example.invalid/cb?state=1&id_token={jwt(CLAIMS)}", [], b"")
     assert [e.format for e in r.events] == ["query", "jwt"]
     assert r.events[1].data["source"] == "query" and r.events[1].tenant_id == CLAIMS["tid"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="eyJx\u00e9", max_size=40) | st.binary(max_size=40).map(lambda b: b.replace(b"\x00", b"J")))
+def test_jwt_prefilter_agrees_with_a_plain_search(data: str | bytes) -> None:
+    needle = "eyJ" if isinstance(data, str) else b"eyJ"
+    assert may_hold_jwt(data) == (needle in data)  # type: ignore[operator]
 
 
 def test_not_a_jwt() -> None:

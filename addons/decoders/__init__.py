@@ -68,7 +68,7 @@ def decode_request(
     """Decode a request body (raw, as on the wire) into events. Never raises."""
     try:
         # The common case (plain GET): only an Authorization-like header can still carry claims.
-        if not body and "?" not in url and not any("eyJ" in v for _, v in headers):
+        if not body and "?" not in url and not any(generic.may_hold_jwt(v) for _, v in headers):
             return DecodeResult()
         return _decode_request(method, url, headers, body or b"", limits or DEFAULT_LIMITS)
     except Exception as e:  # the proxy must never see a decoder exception

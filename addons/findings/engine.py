@@ -16,6 +16,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 
 import ahocorasick
 
+from ..decoders.generic import may_hold_jwt
 from .detectors import CARD_KEYS, NUMERIC_CARD_CONFIDENCE, detect, geo_valid, key_before, key_has, org_host_regex
 from .identifiers import HOST_KINDS, Identifier, KnownHit, KnownMatcher
 from .model import Finding, severity_for
@@ -305,7 +306,7 @@ class FindingsEngine:
                                       span(h.start, h.end), h.prefix, _RANK_PATTERN))
         for k in self.known.find(t):
             out.append(self._known_candidate(k, location, None, span(k.start, k.end), detector_suffix))
-        if "eyJ" in t and not detector_suffix:
+        if not detector_suffix and may_hold_jwt(t):
             self._scan_jwts(t, location=location, out=out, default_key=default_key, body_offset=body_offset)
 
     def _known_candidate(self, k: KnownHit, location: str, event_position: int | None,
@@ -458,8 +459,8 @@ class FindingsEngine:
             if len(positions) > 1:
                 c.positions = positions
             out.append(c)
-        if "eyJ" in big:
-            with_tokens = [i for i, seg in enumerate(segments) if "eyJ" in seg[1]]
+        if may_hold_jwt(big):
+            with_tokens = [i for i, seg in enumerate(segments) if may_hold_jwt(seg[1])]
             budget = MAX_JWT_STRINGS
             for i in with_tokens:
                 if budget <= 0:
