@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_proxy import _children, _pin, default_client, start_nginx, start_proxy, stop_proxy
+from bench_proxy import LOAD_CPU, _children, _pin, default_client, start_nginx, start_proxy, stop_proxy
 from loadgen import free_port, run_load
 
 BODY = b"x" * 200
@@ -65,7 +65,7 @@ def _wrk_chunk(proxy_port: int, upstream_port: int, seconds: int, connections: i
     script.write_text(f'wrk.method = "POST"\nwrk.body = string.rep("x", {len(BODY)})\n'
                       f'wrk.path = "http://127.0.0.1:{upstream_port}/post"\n'
                       f'wrk.headers["Host"] = "127.0.0.1:{upstream_port}"\n')
-    out = subprocess.run([*_pin(0), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script),
+    out = subprocess.run([*_pin(LOAD_CPU), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script),
                           f"http://127.0.0.1:{proxy_port}"], capture_output=True, text=True,
                          timeout=seconds + 60).stdout
     requests = errors = 0

@@ -45,6 +45,12 @@ from loadgen import (
 MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
 
 
+# The proxy under test gets a core of its own; the load generator, the upstream and teletap's ingest worker
+# share the other one. Which is which: see proxy_cpu.
+PROXY_CPU = int(os.environ.get("TELETAP_BENCH_PROXY_CPU", "1"))
+LOAD_CPU = 1 - PROXY_CPU
+
+
 def _pin(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
 
@@ -57,7 +63,7 @@ def start_proxy(kind: str, port: int, workdir: Path) -> subprocess.Popen:
     else:
         cmd = [sys.executable, "-m", "teletap", "run", "--db", str(workdir / f"bench-{port}.db"),
                "--listen-port", str(port), "--confdir", str(confdir), "--set", "ssl_insecure=true"]
-    proc = subprocess.Popen(_pin(1) + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=workdir)
+    proc = subprocess.Popen(_pin(PROXY_CPU) + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=workdir)
     wait_port(port)
     if kind == "teletap":
         # The ingest worker starts after the proxy listens: wait for it, or it is neither pinned nor measured
@@ -67,11 +73,11 @@ def start_proxy(kind: str, port: int, workdir: Path) -> subprocess.Popen:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("teletap's ingest worker did not start")
             time.sleep(0.05)
-        if _pin(0):
+        if _pin(LOAD_CPU):
             # Give the worker the other core (shared with the load generator, which can only make teletap
             # look slower, never faster).
             for child in _children(proc.pid):
-                subprocess.run(["taskset", "-a", "-pc", "0", str(child)], capture_output=True)
+                subprocess.run(["taskset", "-a", "-pc", str(LOAD_CPU), str(child)], capture_output=True)
     return proc
 
 
@@ -148,10 +154,10 @@ def run_wrk(proxy_port: int, upstream_port: int, *, body: bytes, connections: in
         f'wrk.headers["Content-Type"] = "{content_type}"\n'
         f'wrk.headers["Host"] = "127.0.0.1:{upstream_port}"\n'
     )
-    warm = [*_pin(0), "wrk", "-t1", f"-c{connections}", "-d1s", "-s", str(script),
+    warm = [*_pin(LOAD_CPU), "wrk", "-t1", f"-c{connections}", "-d1s", "-s", str(script),
             f"http://127.0.0.1:{proxy_port}"]
     subprocess.run(warm, capture_output=True, timeout=60)
-    cmd = [*_pin(0), "wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(script),
+    cmd = [*_pin(LOAD_CPU), "wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(script),
            f"http://127.0.0.1:{proxy_port}"]
     out = subprocess.run(cmd,
                          capture_output=True, text=True, timeout=seconds + 60).stdout
@@ -178,9 +184,9 @@ def _pinned_tls_load(port: int, upstream: int, **kwargs: Any) -> LoadResult:
     """The asyncio TLS client, in a child process on CPU 0 (with the upstream), like wrk."""
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1) as pool:
-        if _pin(0):
+        if _pin(LOAD_CPU):
             for child in pool._pool:  # type: ignore[attr-defined]
-                subprocess.run(["taskset", "-pc", "0", str(child.pid)], capture_output=True)
+                subprocess.run(["taskset", "-pc", str(LOAD_CPU), str(child.pid)], capture_output=True)
         return pool.apply(_tls_load_job, (port, upstream, kwargs))
 
 
@@ -209,7 +215,7 @@ def start_nginx(port: int, workdir: Path, tls_port: int) -> subprocess.Popen:
     cert, key = self_signed_cert(str(workdir))
     conf = workdir / "nginx.conf"
     conf.write_text(NGINX_CONF.format(dir=workdir, port=port, tls_port=tls_port, cert=cert, key=key))
-    proc = subprocess.Popen([*_pin(0), "nginx", "-c", str(conf), "-p", str(workdir)], stderr=subprocess.PIPE)
+    proc = subprocess.Popen([*_pin(LOAD_CPU), "nginx", "-c", str(conf), "-p", str(workdir)], stderr=subprocess.PIPE)
     wait_port(port)
     wait_port(tls_port)
     return proc
@@ -271,10 +277,10 @@ def compare(cases: list[str], *, seconds: float = 8, connections: int = 20, roun
             proc = multiprocessing.Process(target=target, args=target_args, daemon=True)
             proc.start()
             upstreams.append(proc)
-            if _pin(0):
-                subprocess.run(["taskset", "-pc", "0", str(proc.pid)], capture_output=True)
-        if _pin(0):
-            os.sched_setaffinity(0, {0})
+            if _pin(LOAD_CPU):
+                subprocess.run(["taskset", "-pc", str(LOAD_CPU), str(proc.pid)], capture_output=True)
+        if _pin(LOAD_CPU):
+            os.sched_setaffinity(0, {LOAD_CPU})
         wait_port(upstream_port)
         wait_port(tls_port)
     if verbose:

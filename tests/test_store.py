@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from teletap import schema
-from teletap.store import FlowRows, Row, Store, StoreError, connect, iso
+from teletap.store import PAGE_SIZE, FlowRows, Row, Store, StoreError, connect, iso
 
 
 def test_new_database_is_private_wal_and_versioned(tmp_path: Path):
@@ -23,6 +23,22 @@ def test_new_database_is_private_wal_and_versioned(tmp_path: Path):
     assert {t.name for t in schema.TABLES} <= tables
     indexes = {r[0] for r in conn.execute("select name from sqlite_master where type = 'index'")}
     assert {"idx_flows_host", "idx_flows_request_time", "idx_flows_session_id"} <= indexes
+
+
+def test_new_databases_get_large_pages_and_existing_ones_keep_theirs(tmp_path: Path):
+    new = tmp_path / "new.db"
+    connect(new).close()
+    assert sqlite3.connect(new).execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 16384
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)  # a database made before teletap chose its page size: SQLite's default
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("PRAGMA journal_mode = WAL")  # writes the header: the page size is fixed from here on
+    conn.close()
+    store = Store(old)
+    assert store.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    store.write([Row("connections", {"id": "c1", "session_id": 1, "kind": "tcp", "observable": 1})])
+    store.close()
+    assert sqlite3.connect(old).execute("select count(*) from connections").fetchone()[0] == 1
 
 
 def test_existing_world_readable_file_is_tightened(tmp_path: Path):
