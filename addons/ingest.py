@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .bodyring import BodyRing
 from .pool import make_pool, process_batch
 from .records import (
     CaptureFailure,
@@ -572,10 +573,11 @@ class ProcessIngest(_QueueFront):
     """Ingest in a worker process, so decoding and detection never take the proxy's GIL or core.
 
     The proxy side only pickles records into a bounded multiprocessing queue (on the queue's feeder
-    thread). The worker process builds the pipeline from ``pipeline_spec`` (the arguments of
-    ``build_pipeline``) and runs the same ``Ingest`` loop as the thread version. A full queue is counted
-    in shared memory, so the worker stores the count with the session. If the proxy dies, the worker
-    writes what reached it and closes the database cleanly.
+    thread); bodies of 64 KiB or more cross in shared memory instead (``bodyring.BodyRing``). The worker
+    process builds the pipeline from ``pipeline_spec`` (the arguments of ``build_pipeline``) and runs the
+    same ``Ingest`` loop as the thread version. A full queue is counted in shared memory, so the worker
+    stores the count with the session. If the proxy dies, the worker writes what reached it and closes
+    the database cleanly.
     """
 
     # Records cross to the worker in batches: one queue put per record cost the proxy a semaphore call, a
@@ -584,14 +586,20 @@ class ProcessIngest(_QueueFront):
     BATCH_SECONDS = 0.02
 
     def __init__(self, db_path: str | Path, pipeline_spec: dict[str, Any], *, queue_size: int = 10_000,
-                 queue_bytes: int = 256 * 1024 * 1024, start_timeout: float = 120, workers: int = 1,
-                 **ingest_kwargs: Any):
+                 queue_bytes: int = 256 * 1024 * 1024, ring_bytes: int = 4 * 1024 * 1024,
+                 start_timeout: float = 120, workers: int = 1, **ingest_kwargs: Any):
         self.db_path = Path(db_path)
         self.pipeline_spec = pipeline_spec
         self.workers = workers  # processes that decode and detect; this worker process alone writes
         self.queue_size = queue_size
         # Bounded in bytes too: 10,000 queued 200 KB bodies would hold 2 GB in the proxy process.
         self.queue_bytes = queue_bytes
+        # Shared memory for large bodies (bodyring.py); 0: every body takes the pipe. Small, so the ring stays
+        # in the CPU's cache: 4 MiB holds a 20 ms batch of bodies at 200 MB/s; a body that finds it full
+        # takes the pipe.
+        self.ring_bytes = ring_bytes
+        self._ring: BodyRing | None = None
+        self._ring_sent = 0  # ring position up to which bodies belong to batches already queued
         self.start_timeout = start_timeout
         self.ingest_kwargs = ingest_kwargs
         self.session_id: int | None = None
@@ -610,25 +618,36 @@ class ProcessIngest(_QueueFront):
         self._dropped = mp.Value("q", 0, lock=False)
         self._inflight = mp.Value("q", 0)  # bytes queued and not yet taken by the worker; both sides write it
         self._results, child_end = mp.Pipe(duplex=False)
-        self._process = mp.Process(
-            target=_ingest_process_main, name="teletap-ingest", daemon=False,
-            args=(self.db_path, self.pipeline_spec, self.ingest_kwargs, self.queue, self._dropped, self._inflight,
-                  child_end, self.workers),
-        )
-        self._process.start()
-        child_end.close()
-        if not self._results.poll(self.start_timeout):
-            self._process.kill()
-            raise RuntimeError(f"the ingest process did not start within {self.start_timeout}s")
-        kind, payload = self._results.recv()
-        if kind != "ready":
-            self._process.join(10)
-            raise RuntimeError(payload)
+        ring_tail = mp.Value("q", 0)
+        self._ring = BodyRing.create(self.ring_bytes, ring_tail)
+        ring_spec = (self._ring.path, self._ring.size, ring_tail) if self._ring is not None else None
+        try:
+            self._process = mp.Process(
+                target=_ingest_process_main, name="teletap-ingest", daemon=False,
+                args=(self.db_path, self.pipeline_spec, self.ingest_kwargs, self.queue, self._dropped,
+                      self._inflight, child_end, self.workers, ring_spec),
+            )
+            self._process.start()
+            child_end.close()
+            if not self._results.poll(self.start_timeout):
+                self._process.kill()
+                raise RuntimeError(f"the ingest process did not start within {self.start_timeout}s")
+            kind, payload = self._results.recv()
+            if kind != "ready":
+                self._process.join(10)
+                raise RuntimeError(payload)
+        finally:
+            if self._ring is not None:
+                self._ring.unlink()  # mapped on both sides by now (or never will be): the name can go
         self.session_id = payload
         return payload
 
     def submit(self, record: Record) -> None:
         """Buffer a record; the buffer goes to the worker when full or within BATCH_SECONDS. Never blocks."""
+        if self._ring is not None:
+            # Now rather than when the batch goes: mitmproxy can free the body with the flow, as without
+            # teletap, instead of it waiting in the proxy's memory (measurably slower: see bodyring.py).
+            self._ring.put(record)
         self._buffer.append(record)
         if len(self._buffer) >= self.BATCH_RECORDS:
             self._send_buffer()
@@ -655,7 +674,11 @@ class ProcessIngest(_QueueFront):
             if not fits:
                 raise queue.Full
             self.queue.put_nowait(batch)
+            if self._ring is not None:
+                self._ring_sent = self._ring.head
         except queue.Full:
+            if self._ring is not None:
+                self._ring.head = self._ring_sent  # what this batch put in the ring is free again
             if fits:
                 with self._inflight.get_lock():
                     self._inflight.value -= size
@@ -681,6 +704,9 @@ class ProcessIngest(_QueueFront):
             process.kill()
         self.queue.close()
         self.queue.join_thread()
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         return self.stats
 
 
@@ -699,7 +725,8 @@ def _widen_pipe(work: Any, size: int = 1024 * 1024) -> None:
 
 
 def _ingest_process_main(db_path: Path, pipeline_spec: dict[str, Any], ingest_kwargs: dict[str, Any],
-                         work: Any, dropped: Any, inflight: Any, results: Any, workers: int = 1) -> None:
+                         work: Any, dropped: Any, inflight: Any, results: Any, workers: int = 1,
+                         ring_spec: tuple[str, int, Any] | None = None) -> None:
     import multiprocessing
     import signal
 
@@ -712,7 +739,16 @@ def _ingest_process_main(db_path: Path, pipeline_spec: dict[str, Any], ingest_kw
     try:
         pipeline, _ = build_pipeline(**pipeline_spec)
         pool = make_pool(pipeline, workers)  # before the database and the ingest thread (see make_pool)
+        ring = BodyRing.attach(*ring_spec) if ring_spec is not None else None
+
         def consumed(batch: Any) -> None:
+            if ring is not None:
+                try:
+                    ring.take_bodies(batch)
+                except Exception as e:  # a bug of ours: these items are counted, never silently lost
+                    error = f"{type(e).__name__}: {e}"[:300]
+                    log.error("teletap: %d item(s) not recorded: %s", len(batch), error)
+                    batch[:] = [CaptureFailure(hook="body ring", error=error) for _ in batch]
             with inflight.get_lock():
                 inflight.value -= sum(record_bytes(r) for r in batch)
 
