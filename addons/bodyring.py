@@ -4,8 +4,8 @@ Through the queue's pipe a 200 KB body is copied four times (pickled, into the k
 unpickled), twice of them in the proxy process, and it stays in the proxy's memory until its batch goes.
 Here the proxy copies it once, as soon as the flow is recorded, into a small ring that both processes map,
 and the record in the pipe carries only a ``BodyRef``; ingest copies it out once. Measured under 200 KB
-POSTs with ingest doing nothing else: the proxy's CPU per request rose 2 % over plain mitmdump's, against
-12–16 % through the pipe (docs/benchmarks.md).
+POSTs with ingest discarding what it received: the proxy's CPU per request rose 2 % over plain mitmdump's,
+against 5–12 % through the pipe (docs/benchmarks.md).
 
 A body that does not fit (ingest lags behind) simply takes the pipe as before, so the ring never refuses
 anything: the queue's limits (``teletap_queue_size``, ``teletap_queue_bytes``) stay the only place where

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,8 @@ def _pin(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
 
 
-def start_proxy(kind: str, port: int, workdir: Path) -> subprocess.Popen:
+def start_proxy(kind: str, port: int, workdir: Path, teletap_set: Sequence[str] = ()) -> subprocess.Popen:
+    """Start a proxy pinned to PROXY_CPU; ``teletap_set``: extra ``--set OPTION=VALUE`` for teletap."""
     confdir = workdir / "conf"
     if kind == "mitmdump":
         cmd = [MITMDUMP, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port),
@@ -63,6 +65,7 @@ def start_proxy(kind: str, port: int, workdir: Path) -> subprocess.Popen:
     else:
         cmd = [sys.executable, "-m", "teletap", "run", "--db", str(workdir / f"bench-{port}.db"),
                "--listen-port", str(port), "--confdir", str(confdir), "--set", "ssl_insecure=true"]
+        cmd += [arg for option in teletap_set for arg in ("--set", option)]
     proc = subprocess.Popen(_pin(PROXY_CPU) + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=workdir)
     wait_port(port)
     if kind == "teletap":
@@ -105,7 +108,7 @@ def stop_proxy(proc: subprocess.Popen) -> str:
 def measure(kind: str, upstream: int, body: bytes, args: argparse.Namespace, workdir: Path,
             content_type: str, tls: str | None = None) -> tuple[LoadResult, str]:
     port = free_port()
-    proc = start_proxy(kind, port, workdir)
+    proc = start_proxy(kind, port, workdir, getattr(args, "teletap_set", ()))
     workers = _children(proc.pid)
     t0 = (time.monotonic(), _cpu_seconds([proc.pid]))
     wcpu0 = _cpu_seconds(workers)
@@ -262,10 +265,10 @@ def default_client() -> str:
 
 
 def compare(cases: list[str], *, seconds: float = 8, connections: int = 20, rounds: int = 2,
-            client: str | None = None, verbose: bool = True) -> list[CaseSummary]:
+            client: str | None = None, verbose: bool = True, teletap_set: Sequence[str] = ()) -> list[CaseSummary]:
     """Run every case against mitmdump and teletap (alternating, ``rounds`` each); returns the means."""
     args = argparse.Namespace(seconds=seconds, connections=connections, rounds=rounds,
-                              client=client or default_client())
+                              client=client or default_client(), teletap_set=list(teletap_set))
     upstream_port, tls_port = free_port(), free_port()
     upstream_dir = tempfile.TemporaryDirectory(prefix="teletap-bench-nginx-")
     upstreams: list[Any] = []
@@ -336,9 +339,11 @@ def main() -> None:
     parser.add_argument("--client", choices=["wrk", "python"], default=default_client(),
                         help="load generator and upstream: wrk + nginx (Debian packages wrk, nginx-light; "
                              "default when installed) or the pure-Python fallback in loadgen.py")
+    parser.add_argument("--teletap-set", action="append", default=[], metavar="OPTION=VALUE",
+                        help="run teletap with this option too (repeatable), e.g. teletap_max_body=65536")
     args = parser.parse_args()
     summary = compare(args.cases, seconds=args.seconds, connections=args.connections, rounds=args.rounds,
-                      client=args.client)
+                      client=args.client, teletap_set=args.teletap_set)
     print("\nteletap / mitmdump requests/s (target >= 0.90)")
     for s in summary:
         print(f"  {s.case:<30} {s.ratio:5.2f}")
