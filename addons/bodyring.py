@@ -48,12 +48,11 @@ class BodyRing:
     # Smaller bodies stay in the pickled record: for them the pipe costs less than the ring's bookkeeping.
     MIN_BODY = 64 * 1024
 
-    def __init__(self, path: str, size: int, tail: Any, *, owner: bool):
+    def __init__(self, path: str, size: int, tail: Any):
         self.path = path
         self.size = size
         self.tail = tail  # multiprocessing.Value("q"): how far ingest has read; ingest writes, the proxy reads
         self.head = 0  # proxy side only: where the next body goes
-        self.owner = owner
         with open(path, "r+b") as f:
             self.map = mmap.mmap(f.fileno(), size)
 
@@ -65,7 +64,7 @@ class BodyRing:
         fd, path = tempfile.mkstemp(prefix="teletap-bodies-", dir=SHM_DIR)
         try:
             os.ftruncate(fd, size)
-            return cls(path, size, tail, owner=True)
+            return cls(path, size, tail)
         except OSError:
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -75,7 +74,7 @@ class BodyRing:
 
     @classmethod
     def attach(cls, path: str, size: int, tail: Any) -> BodyRing:
-        ring = cls(path, size, tail, owner=False)
+        ring = cls(path, size, tail)
         ring.unlink()  # both sides have it mapped: the name is no longer needed, and nothing can leak
         return ring
 

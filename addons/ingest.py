@@ -742,6 +742,7 @@ def _ingest_process_main(db_path: Path, pipeline_spec: dict[str, Any], ingest_kw
         ring = BodyRing.attach(*ring_spec) if ring_spec is not None else None
 
         def consumed(batch: Any) -> None:
+            size = sum(record_bytes(r) for r in batch)  # as the proxy counted it (a BodyRef has the body's length)
             if ring is not None:
                 try:
                     ring.take_bodies(batch)
@@ -750,7 +751,7 @@ def _ingest_process_main(db_path: Path, pipeline_spec: dict[str, Any], ingest_kw
                     log.error("teletap: %d item(s) not recorded: %s", len(batch), error)
                     batch[:] = [CaptureFailure(hook="body ring", error=error) for _ in batch]
             with inflight.get_lock():
-                inflight.value -= sum(record_bytes(r) for r in batch)
+                inflight.value -= size
 
         ingest = Ingest(db_path, pipeline, queue_obj=work, dropped=dropped, consumed=consumed,
                         parent_alive=parent.is_alive if parent is not None else None, pool=pool,

@@ -138,3 +138,22 @@ def test_process_ingest_stores_large_bodies_intact_through_a_small_ring(tmp_path
         assert stored[fid]["request_body"] == body
         assert stored[fid]["request_sha256"] == hashlib.sha256(body).hexdigest()
     assert ingest._ring is None and not os.path.exists(ring_path)
+
+
+def test_a_bad_reference_is_counted_not_lost_and_ingest_goes_on(tmp_path: Path):
+    """Should a reference ever be wrong (a bug), its batch is counted as unrecorded and nothing else suffers."""
+    from teletap.ingest import ProcessIngest
+
+    db = tmp_path / "bad.db"
+    ingest = ProcessIngest(db, dict(findings_key=b"k" * 32), ring_bytes=512 * KIB, session_label="bad ref")
+    ingest.start()
+    bad = flow(fid="bad")
+    bad.request_body = Body(BodyRef(400 * KIB, 200 * KIB), 200 * KIB)  # type: ignore[arg-type]
+    ingest.submit(bad)  # off an event loop: a batch of its own
+    ingest.submit(flow(os.urandom(100 * KIB), fid="good"))
+    stats = ingest.stop()
+    assert stats.recorded == 1 and dict(stats.unrecorded) == {
+        "capture failed in body ring: ValueError: body reference outside the ring: "
+        "BodyRef(start=409600, length=204800)": 1}
+    assert [r["id"] for r in rows(db, "select id from flows")] == ["good"]
+    assert ingest._inflight.value == 0  # the worker gave back every byte it took
