@@ -63,7 +63,9 @@ class BodyRing:
             return None
         fd, path = tempfile.mkstemp(prefix="teletap-bodies-", dir=SHM_DIR)
         try:
-            os.ftruncate(fd, size)
+            # Reserved now, not on first write: writing into a mapping that a full tmpfs cannot back is
+            # SIGBUS, which would kill the proxy. A /dev/shm without room means no ring, not a crash.
+            os.posix_fallocate(fd, 0, size)
             return cls(path, size, tail)
         except OSError:
             with contextlib.suppress(OSError):

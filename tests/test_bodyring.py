@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import subprocess
 from collections import deque
 from pathlib import Path
 
@@ -44,6 +45,28 @@ def test_bodies_cross_through_the_ring_and_small_ones_stay_in_the_record():
     assert reader.tail.value == len(big)  # the space is free again
     writer.close()
     reader.close()
+
+
+def test_a_shared_memory_without_room_means_no_ring_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Writing into a mapping a full tmpfs cannot back is SIGBUS: the ring reserves its memory up front."""
+    import teletap.bodyring
+
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(shm)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
+    try:
+        monkeypatch.setattr(teletap.bodyring, "SHM_DIR", str(shm))
+        tail = multiprocessing.get_context("spawn").Value("q", 0)
+        assert BodyRing.create(4 * 1024 * KIB, tail) is None  # 4 MiB do not fit in 1 MiB
+        assert os.listdir(shm) == []
+        ring = BodyRing.create(512 * KIB, tail)  # what fits works
+        assert ring is not None
+        ring.close()
+    finally:
+        subprocess.run(["umount", "-l", str(shm)], check=False)
 
 
 def test_a_reference_outside_the_ring_is_refused():
