@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import subprocess
 from collections import deque
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 from teletap.bodyring import SHM_DIR, BodyRef, BodyRing
 from teletap.records import Body
 
-from .support import rows
+from .support import mounted_tmpfs, rows
 from .test_ingest import flow
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(SHM_DIR), reason="no /dev/shm")
@@ -51,13 +50,7 @@ def test_a_shared_memory_without_room_means_no_ring_not_a_crash(tmp_path: Path, 
     """Writing into a mapping a full tmpfs cannot back is SIGBUS: the ring reserves its memory up front."""
     import teletap.bodyring
 
-    shm = tmp_path / "shm"
-    shm.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(shm)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "shm", "1m") as shm:
         monkeypatch.setattr(teletap.bodyring, "SHM_DIR", str(shm))
         tail = multiprocessing.get_context("spawn").Value("q", 0)
         assert BodyRing.create(4 * 1024 * KIB, tail) is None  # 4 MiB do not fit in 1 MiB
@@ -65,8 +58,6 @@ def test_a_shared_memory_without_room_means_no_ring_not_a_crash(tmp_path: Path, 
         ring = BodyRing.create(512 * KIB, tail)  # what fits works
         assert ring is not None
         ring.close()
-    finally:
-        subprocess.run(["umount", "-l", str(shm)], check=False)
 
 
 def test_a_reference_outside_the_ring_is_refused():

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .support import LOOPBACK, Upstream, ingest_process, rows, running_teletap, wait_gone
+from .support import LOOPBACK, Upstream, ingest_process, mounted_tmpfs, rows, running_teletap, wait_gone
 
 pytestmark = pytest.mark.e2e
 
@@ -91,16 +91,8 @@ def test_kill_9_under_load_loses_at_most_the_last_second(tmp_path: Path):
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A real 16 MiB filesystem (tmpfs) that tests can fill up or make read-only."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "16m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _fill(directory: Path) -> Path:
