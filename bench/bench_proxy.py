@@ -6,6 +6,7 @@ Prints requests/s and p50/p99 latency per case and the ratio teletap / mitmdump 
 proxies alternate (A B A B …) so a noisy machine affects both alike; when taskset exists, each proxy is
 pinned to CPU 1 and the load generator and upstream to CPU 0; teletap's ingest worker process also goes
 to CPU 0, where it competes with the load generator (so the ratio errs against teletap).
+TELETAP_BENCH_PROXY_CPU=0 swaps the two cores.
 
 HTTPS cases: wrk cannot send requests through an explicit proxy's CONNECT tunnel, so they always use the
 asyncio client in loadgen.py (CONNECT, then TLS inside the tunnel, certificates not verified) against an
@@ -47,7 +48,7 @@ MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
 
 
 # The proxy under test gets a core of its own; the load generator, the upstream and teletap's ingest worker
-# share the other one. Which is which: see proxy_cpu.
+# share the other one (TELETAP_BENCH_PROXY_CPU=0 swaps them).
 PROXY_CPU = int(os.environ.get("TELETAP_BENCH_PROXY_CPU", "1"))
 LOAD_CPU = 1 - PROXY_CPU
 
@@ -70,7 +71,7 @@ def start_proxy(kind: str, port: int, workdir: Path, teletap_set: Sequence[str] 
     wait_port(port)
     if kind == "teletap":
         # The ingest worker starts after the proxy listens: wait for it, or it is neither pinned nor measured
-        # (and, left on CPU 1, it takes the proxy's core: rounds at 0.5x with "worker CPU 0 %").
+        # (and, left on the proxy's core, it takes it: rounds at 0.5x with "worker CPU 0 %").
         deadline = time.monotonic() + 60
         while not any("spawn_main" in _cmdline(c) for c in _children(proc.pid)):
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -108,7 +109,7 @@ def stop_proxy(proc: subprocess.Popen) -> str:
 def measure(kind: str, upstream: int, body: bytes, args: argparse.Namespace, workdir: Path,
             content_type: str, tls: str | None = None) -> tuple[LoadResult, str]:
     port = free_port()
-    proc = start_proxy(kind, port, workdir, getattr(args, "teletap_set", ()))
+    proc = start_proxy(kind, port, workdir, args.teletap_set)
     workers = _children(proc.pid)
     t0 = (time.monotonic(), _cpu_seconds([proc.pid]))
     wcpu0 = _cpu_seconds(workers)
@@ -187,7 +188,7 @@ def run_wrk(proxy_port: int, upstream_port: int, *, body: bytes, connections: in
 
 
 def _pinned_tls_load(port: int, upstream: int, **kwargs: Any) -> LoadResult:
-    """The asyncio TLS client, in a child process on CPU 0 (with the upstream), like wrk."""
+    """The asyncio TLS client, in a child process on LOAD_CPU (with the upstream), like wrk."""
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1) as pool:
         if _pin(LOAD_CPU):

@@ -8,7 +8,8 @@
 Figures and their baselines (see docs/benchmarks.md for what each means):
 
 - proxy: requests/s and p50/p99 latency of `teletap run` vs plain `mitmdump` under the same load
-  (bench_proxy.py: alternating rounds, proxy pinned to CPU 1, load and upstream to CPU 0);
+  (bench_proxy.py: alternating rounds, proxy pinned to CPU 1, load and upstream to CPU 0; see
+  TELETAP_BENCH_PROXY_CPU);
 - instructions: the proxy process's instructions per request, teletap vs mitmdump, counted by callgrind
   (bench_instructions.py): noise-free where requests/s are not, but blind to copies and kernel time;
 - ingest: events/s through teletap's own Pipeline (decode → match → detect) and Store, vs json.loads of the
