@@ -53,6 +53,7 @@ class BodyRing:
         self.size = size
         self.tail = tail  # multiprocessing.Value("q"): how far ingest has read; ingest writes, the proxy reads
         self.head = 0  # proxy side only: where the next body goes
+        self.spilled = 0  # proxy side only: bodies that found the ring full and took the pipe
         with open(path, "r+b") as f:
             self.map = mmap.mmap(f.fileno(), size)
 
@@ -110,6 +111,7 @@ class BodyRing:
             start += self.size - offset
             offset = 0
         if start + n - self._read_up_to() > self.size:
+            self.spilled += 1
             return  # ingest has not read that far yet: this body takes the pipe
         self.map[offset:offset + n] = data
         self.head = start + n

@@ -171,3 +171,48 @@ def test_a_bad_reference_is_counted_not_lost_and_ingest_goes_on(tmp_path: Path):
         "BodyRef(start=409600, length=204800)": 1}
     assert [r["id"] for r in rows(db, "select id from flows")] == ["good"]
     assert ingest._inflight.value == 0  # the worker gave back every byte it took
+
+
+class SlowStore:
+    """A real store whose every write first waits, like a flush of many megabytes on a busy disk."""
+
+    def __init__(self, path: Path):
+        from teletap.store import Store
+
+        self._store = Store(path)
+
+    def write(self, items: list) -> None:
+        import time
+
+        time.sleep(0.8)
+        self._store.write(items)
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+
+def test_the_ring_is_freed_while_ingest_is_busy_writing(tmp_path: Path):
+    """Bodies arriving during a long write are taken out of the ring at once, so later ones still fit in it.
+
+    Ingest's loop used to take batches only between writes: here the fifth body would have found the 1 MiB
+    ring full (four of 300 KiB waiting behind the write) and taken the pipe.
+    """
+    import time
+
+    from teletap.ingest import ProcessIngest
+
+    db = tmp_path / "busy.db"
+    ingest = ProcessIngest(db, dict(findings_key=b"k" * 32), ring_bytes=1024 * KIB, session_label="busy",
+                           store_factory=SlowStore, batch_bytes=1)  # every batch is written at once
+    ingest.start()
+    assert ingest._ring is not None
+    bodies = {f"b{i}": os.urandom(300 * KIB) for i in range(6)}
+    for fid, body in bodies.items():
+        ingest.submit(flow(body, headers=[("content-type", "application/octet-stream")], fid=fid))
+        time.sleep(0.05)  # the first write (0.8 s) is still going on when the last body arrives
+    assert ingest._ring.spilled == 0
+    stats = ingest.stop()
+    assert stats.recorded == 6 and stats.unrecorded_total == 0
+    stored = {r["id"]: r["request_body"] for r in rows(db, "select id, request_body from flows")}
+    assert stored == bodies
+    assert ingest._inflight.value == 0
