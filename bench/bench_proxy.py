@@ -57,7 +57,8 @@ def _pin(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
 
 
-def start_proxy(kind: str, port: int, workdir: Path, teletap_set: Sequence[str] = ()) -> subprocess.Popen:
+def start_proxy(kind: str, port: int, workdir: Path, teletap_set: Sequence[str] = (),
+                env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start a proxy pinned to PROXY_CPU; ``teletap_set``: extra ``--set OPTION=VALUE`` for teletap."""
     confdir = workdir / "conf"
     if kind == "mitmdump":
@@ -67,7 +68,8 @@ def start_proxy(kind: str, port: int, workdir: Path, teletap_set: Sequence[str] 
         cmd = [sys.executable, "-m", "teletap", "run", "--db", str(workdir / f"bench-{port}.db"),
                "--listen-port", str(port), "--confdir", str(confdir), "--set", "ssl_insecure=true"]
         cmd += [arg for option in teletap_set for arg in ("--set", option)]
-    proc = subprocess.Popen(_pin(PROXY_CPU) + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=workdir)
+    proc = subprocess.Popen(_pin(PROXY_CPU) + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=workdir,
+                            env=env)
     wait_port(port)
     if kind == "teletap":
         # The ingest worker starts after the proxy listens: wait for it, or it is neither pinned nor measured
@@ -150,8 +152,11 @@ def _cpu_seconds(pids: list[int]) -> float:
 
 
 def run_wrk(proxy_port: int, upstream_port: int, *, body: bytes, connections: int, seconds: float,
-            content_type: str, workdir: Path) -> LoadResult:
-    """wrk (C) drives the proxy with absolute-form requests; it needs far less CPU than a Python client."""
+            content_type: str, workdir: Path, warm_up: bool = True) -> LoadResult:
+    """wrk (C) drives the proxy with absolute-form requests; it needs far less CPU than a Python client.
+
+    ``warm_up``: first a 1 s run that is not counted (a proxy that already carries load needs none).
+    """
     body_file = workdir / "body.bin"
     body_file.write_bytes(body)
     script = workdir / "post.lua"
@@ -163,7 +168,8 @@ def run_wrk(proxy_port: int, upstream_port: int, *, body: bytes, connections: in
     )
     warm = [*_pin(LOAD_CPU), "wrk", "-t1", f"-c{connections}", "-d1s", "-s", str(script),
             f"http://127.0.0.1:{proxy_port}"]
-    subprocess.run(warm, capture_output=True, timeout=60)
+    if warm_up:
+        subprocess.run(warm, capture_output=True, timeout=60)
     cmd = [*_pin(LOAD_CPU), "wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(script),
            f"http://127.0.0.1:{proxy_port}"]
     out = subprocess.run(cmd,

@@ -1,0 +1,151 @@
+"""Compare teletap variants with one plain mitmdump in the same run, slice by slice.
+
+    python bench/bench_ab.py [--case "large POST (200 KB)"] [--rounds 16] [--slice 2] VARIANT [VARIANT ...]
+
+A VARIANT is NAME, or NAME=SPEC where SPEC is a comma-separated list of
+    set:OPTION=VALUE   run that teletap with --set OPTION=VALUE
+    tree:PATH          run teletap from another checkout (PATH holds its addons/), e.g. a git worktree:
+                       git worktree add /tmp/before HEAD~1 && python bench/bench_ab.py before=tree:/tmp/before now
+
+bench_proxy.py restarts each proxy for every round, so a round measures a fresh proxy and an empty database,
+and rounds minutes apart see a different machine. Here mitmdump and every variant start once and stay up,
+their databases growing as in a long capture, and wrk loads each in turn for a short slice, the order
+rotating every round; after a teletap's slice the next one waits until its ingest worker is idle, so no
+slice runs next to another proxy's left-over work. A variant's figure for a round is its requests/s over
+mitmdump's in the same round; the table gives the ratio of the sums, the median and the interquartile
+range of those ratios, and the proxy process's CPU per request over mitmdump's. Use it to decide between
+two versions or settings: on the 2-vCPU reference VM the spread between rounds (machine noise) hides
+differences of a few per cent in bench_proxy.py's means, while here both sides of a comparison see the
+same seconds.
+
+Traffic stays on 127.0.0.1 (wrk and nginx, as in bench_proxy.py); each slice's databases hold what was
+recorded so far, so a long run of 200 KB POSTs needs a few GB in the temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_proxy
+from loadgen import free_port
+
+
+def parse_variant(text: str, links: Path) -> tuple[str, list[str], dict[str, str]]:
+    """NAME[=SPEC] → (name, teletap --set options, environment)."""
+    name, _, spec = text.partition("=")
+    options: list[str] = []
+    env = dict(os.environ)
+    for part in filter(None, spec.split(",")):
+        kind, _, value = part.partition(":")
+        if kind == "set" and "=" in value:
+            options.append(value)
+        elif kind == "tree":
+            addons = Path(value).expanduser().resolve() / "addons"
+            if not (addons / "__init__.py").exists():
+                raise SystemExit(f"{name}: {addons} is not a teletap checkout's addons/ folder")
+            # The package is installed as "teletap" from this checkout; a folder earlier on the path with
+            # "teletap" pointing at the other checkout's addons/ wins for that proxy and its ingest process.
+            folder = links / name
+            folder.mkdir(parents=True)
+            (folder / "teletap").symlink_to(addons)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(folder), env.get("PYTHONPATH"))))
+        else:
+            raise SystemExit(f"{name}: cannot read {part!r} (set:OPTION=VALUE or tree:PATH)")
+    if not name.isidentifier():
+        raise SystemExit(f"variant name {name!r}: use letters, digits and _")
+    return name, options, env
+
+
+def settle(pid: int, timeout: float = 20) -> None:
+    """Wait until a teletap's ingest worker has written what its slice left queued.
+
+    Otherwise the next slice, another proxy's, would run next to that work and pay for it.
+    """
+    workers = bench_proxy._children(pid)
+    deadline = time.monotonic() + timeout
+    used = bench_proxy._cpu_seconds(workers)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = bench_proxy._cpu_seconds(workers)
+        if now - used < 0.01:  # under 5 % of a core: idle
+            return
+        used = now
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variants", nargs="+", metavar="VARIANT")
+    parser.add_argument("--case", default="large POST (200 KB)",
+                        choices=[c for c, (_, _, tls) in bench_proxy.CASES.items() if tls is None])
+    parser.add_argument("--rounds", type=int, default=16)
+    parser.add_argument("--slice", type=int, default=2, help="seconds of load per proxy and round")
+    parser.add_argument("--connections", type=int, default=20)
+    args = parser.parse_args()
+    if not (shutil.which("wrk") and shutil.which("nginx")):
+        sys.exit("bench_ab needs wrk and nginx (Debian packages wrk, nginx-light)")
+    if args.rounds < 2:
+        sys.exit("--rounds: at least 2")
+    body, ctype, _ = bench_proxy.CASES[args.case]
+    with tempfile.TemporaryDirectory(prefix="teletap-bench-ab-") as tmp:
+        workdir = Path(tmp)
+        variants = [parse_variant(v, workdir / "trees") for v in args.variants]
+        names = ["mitmdump", *(name for name, _, _ in variants)]
+        if len(set(names)) != len(names):
+            sys.exit("variant names must differ from each other and from mitmdump")
+        upstream, tls_port = free_port(), free_port()
+        nginx = bench_proxy.start_nginx(upstream, workdir, tls_port)
+        procs: dict[str, subprocess.Popen] = {}
+        ports: dict[str, int] = {}
+        rps: dict[str, list[float]] = {n: [] for n in names}
+        cpu: dict[str, list[float]] = {n: [] for n in names}
+        try:
+            ports["mitmdump"] = free_port()
+            procs["mitmdump"] = bench_proxy.start_proxy("mitmdump", ports["mitmdump"], workdir)
+            for name, options, env in variants:
+                ports[name] = free_port()
+                procs[name] = bench_proxy.start_proxy("teletap", ports[name], workdir, options, env=env)
+            for name in names:
+                bench_proxy.run_wrk(ports[name], upstream, body=body, connections=args.connections, seconds=2,
+                                    content_type=ctype, workdir=workdir)  # warm-up, not counted
+            print(f"{args.case}, wrk -c{args.connections}, {args.rounds} rounds of {args.slice} s slices; "
+                  f"req/s per round:")
+            print("round " + " ".join(f"{n:>10}" for n in names))
+            for i in range(args.rounds):
+                shift = i % len(names)
+                for name in names[shift:] + names[:shift]:
+                    pid = procs[name].pid
+                    before = bench_proxy._cpu_seconds([pid])
+                    result = bench_proxy.run_wrk(ports[name], upstream, body=body, connections=args.connections,
+                                                 seconds=args.slice, content_type=ctype, workdir=workdir,
+                                                 warm_up=False)
+                    rps[name].append(result.rps)
+                    cpu[name].append((bench_proxy._cpu_seconds([pid]) - before) / max(1, result.requests))
+                    settle(pid)
+                print(f"{i:5d} " + " ".join(f"{rps[n][-1]:10.0f}" for n in names), flush=True)
+        finally:
+            for name, proc in procs.items():
+                stderr = bench_proxy.stop_proxy(proc)
+                if name != "mitmdump" and "NOT recorded" in stderr:
+                    print(f"  {name}: {stderr.strip().splitlines()[-1]}")
+            nginx.terminate()
+            nginx.wait(10)
+    print(f"\n{'variant':<12} {'ratio of sums':>13} {'median':>7} {'IQR':>13} {'CPU/request':>12}   (over mitmdump)")
+    base_cpu = statistics.median(cpu["mitmdump"])
+    for name in names[1:]:
+        ratios = [t / m for t, m in zip(rps[name], rps["mitmdump"], strict=True) if m]
+        q1, _, q3 = statistics.quantiles(ratios, n=4)
+        print(f"{name:<12} {sum(rps[name]) / sum(rps['mitmdump']):13.3f} {statistics.median(ratios):7.3f} "
+              f"{q1:6.3f}–{q3:.3f} {statistics.median(cpu[name]) / base_cpu:12.3f}")
+
+
+if __name__ == "__main__":
+    main()
