@@ -31,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -63,22 +62,6 @@ def parse_variant(text: str, links: Path) -> tuple[str, list[str], dict[str, str
     if not name.isidentifier():
         raise SystemExit(f"variant name {name!r}: use letters, digits and _")
     return name, options, env
-
-
-def settle(pid: int, timeout: float = 20) -> None:
-    """Wait until a teletap's ingest worker has written what its slice left queued.
-
-    Otherwise the next slice, another proxy's, would run next to that work and pay for it.
-    """
-    workers = bench_proxy._children(pid)
-    deadline = time.monotonic() + timeout
-    used = bench_proxy._cpu_seconds(workers)
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        now = bench_proxy._cpu_seconds(workers)
-        if now - used < 0.01:  # under 5 % of a core: idle
-            return
-        used = now
 
 
 def main() -> None:
@@ -129,7 +112,7 @@ def main() -> None:
                                                  warm_up=False)
                     rps[name].append(result.rps)
                     cpu[name].append((bench_proxy._cpu_seconds([pid]) - before) / max(1, result.requests))
-                    settle(pid)
+                    bench_proxy.wait_ingest_idle(pid)
                 print(f"{i:5d} " + " ".join(f"{rps[n][-1]:10.0f}" for n in names), flush=True)
         finally:
             for name, proc in procs.items():

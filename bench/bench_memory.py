@@ -3,7 +3,7 @@
     python bench/bench_memory.py [--flows 1000000] [--baseline-flows 200000] [--max-seconds 3600]
 
 wrk (or the Python client) sends small POSTs through the proxy in chunks of --chunk-seconds; after each
-chunk the RSS of the proxy process and of its ingest worker process is read from /proc. The slope of a
+chunk, once the ingest worker is idle, the RSS of the proxy process and of the worker is read from /proc. The slope of a
 least-squares line through the samples after the first 20 % of flows (warm-up: caches, the SQLite page
 cache, mitmproxy's certificate store filling) says whether memory is flat: MiB per 100k flows, target ~0.
 Plain mitmdump runs the same load for --baseline-flows as the baseline. At the end, teletap's flows table
@@ -22,7 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_proxy import LOAD_CPU, _children, _pin, default_client, start_nginx, start_proxy, stop_proxy
+from bench_proxy import (
+    LOAD_CPU,
+    _children,
+    _pin,
+    default_client,
+    start_nginx,
+    start_proxy,
+    stop_proxy,
+    wait_ingest_idle,
+)
 from loadgen import free_port, run_load
 
 BODY = b"x" * 200
@@ -97,6 +106,9 @@ def measure(kind: str, flows: int, max_seconds: float, *, client: str, upstream_
                 done = run_load(port, upstream_port, body=BODY, connections=connections, seconds=chunk_seconds,
                                 warmup=0).requests
             run.flows += done
+            # Sampled once ingest has written the chunk's tail: what stays, not the batches still in flight
+            # (the worker takes up to 16 of them ahead, a few MiB that come and go).
+            wait_ingest_idle(pid, timeout=10)
             run.samples.append((run.flows, rss_mib(pid), sum(rss_mib(w) for w in workers)))
             if progress:
                 print(f"  {kind}: {run.flows:,} flows, proxy {run.samples[-1][1]:.0f} MiB, "

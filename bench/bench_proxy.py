@@ -102,6 +102,22 @@ def _children(pid: int) -> list[int]:
     return found + [grandchild for child in found for grandchild in _children(child)]
 
 
+def wait_ingest_idle(pid: int, timeout: float = 20) -> None:
+    """Wait until the ingest worker of the teletap with this pid has written what was queued (no-op for mitmdump).
+
+    Then what is measured next (another proxy's slice, a memory sample) does not include that backlog.
+    """
+    workers = _children(pid)
+    deadline = time.monotonic() + timeout
+    used = _cpu_seconds(workers)
+    while workers and time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = _cpu_seconds(workers)
+        if now - used < 0.01:  # under 5 % of a core: idle
+            return
+        used = now
+
+
 def stop_proxy(proc: subprocess.Popen) -> str:
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
