@@ -755,8 +755,9 @@ class _Receiver:
             except (EOFError, OSError):  # the proxy's end is gone; ingest notices it has no parent and stops
                 return
             except Exception as e:  # a batch that cannot be unpickled (a bug of ours): say so, keep going
-                log.error("teletap: a batch from the proxy could not be read, its items are not recorded: %s",
-                          f"{type(e).__name__}: {e}"[:300])
+                # How many items it held is unknown, so they cannot be counted: the log is all that is left.
+                log.error("teletap: a batch from the proxy could not be read; its items are lost and NOT "
+                          "counted as unrecorded: %s", f"{type(e).__name__}: {e}"[:300])
                 continue
             size = 0
             if isinstance(item, list):
