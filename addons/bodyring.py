@@ -11,10 +11,10 @@ A body that does not fit (ingest lags behind) simply takes the pipe as before, s
 anything: the queue's limits (``teletap_queue_size``, ``teletap_queue_bytes``) stay the only place where
 items are counted as unrecorded.
 
-One writer (the proxy's event loop) and one reader (ingest's loop), both in order: the proxy advances
-``head``, ingest publishes how far it has read (``tail``) in a shared counter, and the proxy reuses space
-only behind it. Positions are byte counts since the start, so they only grow; a body that would cross the
-ring's end starts again at its beginning.
+One writer (the proxy's event loop) and one reader (the ingest process's receiver thread, which empties
+the ring as batches arrive), both in order: the proxy advances ``head``, ingest publishes how far it has
+read (``tail``) in a shared counter, and the proxy reuses space only behind it. Positions are byte counts
+since the start, so they only grow; a body that would cross the ring's end starts again at its beginning.
 """
 
 from __future__ import annotations

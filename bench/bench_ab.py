@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -73,7 +72,7 @@ def main() -> None:
     parser.add_argument("--slice", type=int, default=2, help="seconds of load per proxy and round")
     parser.add_argument("--connections", type=int, default=20)
     args = parser.parse_args()
-    if not (shutil.which("wrk") and shutil.which("nginx")):
+    if bench_proxy.default_client() != "wrk":
         sys.exit("bench_ab needs wrk and nginx (Debian packages wrk, nginx-light)")
     if args.rounds < 2:
         sys.exit("--rounds: at least 2")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import sqlite3
 import statistics
@@ -126,7 +125,7 @@ def main() -> None:
     if args.neighbour:
         neighbour(args.neighbour, args.rate, args.workdir)
         return
-    if not (shutil.which("wrk") and shutil.which("nginx")):
+    if bench_proxy.default_client() != "wrk":
         sys.exit("bench_interference needs wrk and nginx (Debian packages wrk, nginx-light)")
     if not bench_proxy._pin(bench_proxy.LOAD_CPU):
         sys.exit("bench_interference needs taskset and two cores: it is about what one core does to the other")

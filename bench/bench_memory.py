@@ -3,9 +3,10 @@
     python bench/bench_memory.py [--flows 1000000] [--baseline-flows 200000] [--max-seconds 3600]
 
 wrk (or the Python client) sends small POSTs through the proxy in chunks of --chunk-seconds; after each
-chunk, once the ingest worker is idle, the RSS of the proxy process and of the worker is read from /proc. The slope of a
-least-squares line through the samples after the first 20 % of flows (warm-up: caches, the SQLite page
-cache, mitmproxy's certificate store filling) says whether memory is flat: MiB per 100k flows, target ~0.
+chunk, once the ingest worker is idle, the RSS of the proxy process and of the worker is read from /proc.
+The slope of a least-squares line through the samples after the first 20 % of flows (warm-up: caches, the
+SQLite page cache, mitmproxy's certificate store filling) says whether memory is flat: MiB per 100k flows,
+target ~0.
 Plain mitmdump runs the same load for --baseline-flows as the baseline. At the end, teletap's flows table
 must hold every flow sent (nothing lost). Every run stops at --flows or --max-seconds, whichever first.
 """

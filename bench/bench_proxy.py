@@ -182,10 +182,9 @@ def run_wrk(proxy_port: int, upstream_port: int, *, body: bytes, connections: in
         f'wrk.headers["Content-Type"] = "{content_type}"\n'
         f'wrk.headers["Host"] = "127.0.0.1:{upstream_port}"\n'
     )
-    warm = [*_pin(LOAD_CPU), "wrk", "-t1", f"-c{connections}", "-d1s", "-s", str(script),
-            f"http://127.0.0.1:{proxy_port}"]
     if warm_up:
-        subprocess.run(warm, capture_output=True, timeout=60)
+        subprocess.run([*_pin(LOAD_CPU), "wrk", "-t1", f"-c{connections}", "-d1s", "-s", str(script),
+                        f"http://127.0.0.1:{proxy_port}"], capture_output=True, timeout=60)
     cmd = [*_pin(LOAD_CPU), "wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(script),
            f"http://127.0.0.1:{proxy_port}"]
     out = subprocess.run(cmd,
