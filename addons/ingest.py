@@ -108,9 +108,11 @@ class Pipeline:
 
         try:
             if direction == "request":
-                return decode_request(record.method, record.url, record.request_headers, body, self.limits)
+                return decode_request(record.method, record.url, record.request_headers, body, self.limits,
+                                      content_decoded=record.request_body.decoded)
             return decode_response(record.method, record.url, record.status, record.response_headers or [],
-                                   body, self.limits)
+                                   body, self.limits,
+                                   content_decoded=bool(record.response_body and record.response_body.decoded))
         except Exception as e:  # the decoders promise not to raise; if one does, record it and move on
             log.error("teletap: decoder failed on %s: %s", record.url, _first_error_line(e))
             return None

@@ -14,13 +14,14 @@ Headers = list[tuple[str, str]]
 
 @dataclass(slots=True)
 class Body:
-    """A message body as it crossed the wire (content-encoding NOT removed)."""
+    """A message body as it crossed the wire (content-encoding NOT removed, unless ``decoded``)."""
 
     raw: bytes | None  # None: there was no body, or it was streamed and only hashed
     size_wire: int  # full size as sent, even when raw holds only a prefix
     sha256: str | None = None  # precomputed when the body was streamed (raw is then a prefix)
     streamed: bool = False  # True: streamed through a tap, raw is only the first part; not decoded
     truncated: bool = False  # True: raw is only the first part (e.g. a stored body read back for redecode)
+    decoded: bool = False  # True: raw already has its content-encoding removed (a body read back from the store)
 
 
 @dataclass(slots=True)

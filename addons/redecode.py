@@ -1,11 +1,13 @@
 """Re-run the current decoders, signatures and detectors over flows already stored.
 
-Stored bodies have their content-encoding removed, so the records rebuilt here carry no
-Content-Encoding header; the evidence hashes (of the bodies as sent) are kept as they were.
+Stored bodies have their content-encoding removed, so the records rebuilt here mark them ``decoded``:
+the headers stay as they were sent (Content-Encoding included, it is evidence) but are not applied again.
+The evidence hashes (of the bodies as sent) are kept as they were.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -23,16 +25,23 @@ def _ts(value: str | None) -> float | None:
 def _headers(value: str | None) -> list[tuple[str, str]] | None:
     if value is None:
         return None
-    return [(k, v) for k, v in json.loads(value) if k.lower() != "content-encoding"]
+    return [(k, v) for k, v in json.loads(value)]
+
+
+def _stored_body(raw: bytes | None, size_wire: int | None, sha256: str | None, truncated: bool) -> Body:
+    # A body whose content-encoding could not be removed (a bomb, corrupt gzip) was stored as sent: its hash
+    # is the evidence hash, and decoding it again must try the content-encoding again, as the first time.
+    as_sent = raw is not None and not truncated and sha256 is not None and hashlib.sha256(raw).hexdigest() == sha256
+    return Body(raw=raw, size_wire=size_wire or 0, sha256=sha256, truncated=truncated, decoded=not as_sent)
 
 
 def flow_record_from_row(row: dict) -> HttpFlowRecord:
-    request_body = Body(raw=row["request_body"], size_wire=row["request_size_wire"] or 0,
-                        sha256=row["request_sha256"], truncated=bool(row["request_body_truncated"]))
+    request_body = _stored_body(row["request_body"], row["request_size_wire"], row["request_sha256"],
+                                bool(row["request_body_truncated"]))
     response_body = None
     if row["response_headers"] is not None:
-        response_body = Body(raw=row["response_body"], size_wire=row["response_size_wire"] or 0,
-                             sha256=row["response_sha256"], truncated=bool(row["response_body_truncated"]))
+        response_body = _stored_body(row["response_body"], row["response_size_wire"], row["response_sha256"],
+                                     bool(row["response_body_truncated"]))
     return HttpFlowRecord(
         id=row["id"], request_time=_ts(row["request_time"]) or 0.0, response_time=_ts(row["response_time"]),
         client_address=row["client_address"], client_port=row["client_port"],

@@ -290,6 +290,22 @@ def test_ndjson_params_in_query_with_gzip_beacon() -> None:
     assert q["apikey"] == "jstenant-token" and q["w"] == "0"
 
 
+def test_a_stored_body_is_not_decompressed_again() -> None:
+    """redecode and the deferred-analysis catch-up hand over bodies already decompressed, with the headers
+    and query as sent: the content-encoding they name is evidence, not something to undo twice."""
+    url = ("https://browser.events.data.microsoft.com/OneCollector/1.0/?cors=true"
+           "&content-type=application/x-json-stream&content-encoding=gzip")
+    live = decode_request("POST", url, [("Content-Encoding", "gzip")], gzip.compress(ndjson(2)))
+    stored = decode_request("POST", url, [("Content-Encoding", "gzip")], live.body, content_decoded=True)
+    assert stored.error is None and stored.body == live.body == ndjson(2)
+    assert [e.data for e in stored.events] == [e.data for e in live.events]
+    # a body that happens to start like gzip is taken as it is, not sniffed and inflated
+    inner = gzip.compress(b"not telemetry")
+    kept = decode_request("POST", "https://api.example.invalid/upload", [("Content-Type", "application/octet-stream")],
+                          inner, content_decoded=True)
+    assert kept.body == inner and not kept.notes
+
+
 def test_ndjson_gzip_header_and_bad_line() -> None:
     body = ndjson(2) + b"\n{not json\n" + json.dumps(JS_EVENT).encode()
     r = decode_request("POST", "https://browser.events.data.microsoft.com/OneCollector/1.0/",

@@ -213,10 +213,20 @@ def test_redecode_rebuilds_events_from_stored_bodies(capture, tmp_path: Path):
     conn.execute("update flows set decode_format = null, event_count = 0")
     conn.commit()
     conn.close()
-    out = subprocess.run(teletap_command("redecode", "--db", str(db)), capture_output=True, text=True, timeout=120)
+    out = subprocess.run(teletap_command("redecode", "--db", str(db), "--identifiers", str(capture["identifiers"])),
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert rows(db, "select count(*) as n from events") == [{"n": before}]
     assert rows(db, "select decode_format from flows where path = '/v2/track'") == [{"decode_format": "appinsights"}]
     # the evidence hashes are those of the bodies as sent, not of the stored (decoded) bodies
     original = rows(capture["db"], "select id, request_sha256 from flows order by id")
     assert rows(db, "select id, request_sha256 from flows order by id") == original
+    # and redecoding gives what live capture gave: headers as sent (Content-Encoding is evidence, and the
+    # 1DS decoder reports it among the collector parameters), the same events and decode notes
+    flows = ("select id, request_headers, request_content_encoding, decode_format, decode_error, event_count, "
+             "finding_count from flows order by id")
+    assert rows(db, flows) == rows(capture["db"], flows)
+    assert any(f["request_content_encoding"] == "deflate" for f in rows(db, flows))
+    events = ("select flow_id, direction, position, name, data, pii from events order by flow_id, direction, "
+              "position")
+    assert rows(db, events) == rows(capture["db"], events)

@@ -63,20 +63,25 @@ def _looks_bond(body: bytes) -> bool:
 
 
 def decode_request(
-    method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes, limits: Limits | None = None
+    method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes, limits: Limits | None = None,
+    *, content_decoded: bool = False,
 ) -> DecodeResult:
-    """Decode a request body (raw, as on the wire) into events. Never raises."""
+    """Decode a request body (raw, as on the wire) into events. Never raises.
+
+    content_decoded: the body's content-encoding was already removed (a body read back from the store), so
+    the Content-Encoding header, or a collector's content-encoding query parameter, is not applied again.
+    """
     try:
         # The common case (plain GET): only an Authorization-like header can still carry claims.
         if not body and "?" not in url and not any(generic.may_hold_jwt(v) for _, v in headers):
             return DecodeResult()
-        return _decode_request(method, url, headers, body or b"", limits or DEFAULT_LIMITS)
+        return _decode_request(method, url, headers, body or b"", limits or DEFAULT_LIMITS, content_decoded)
     except Exception as e:  # the proxy must never see a decoder exception
         return DecodeResult(error=f"internal decoder error: {type(e).__name__}: {e}")
 
 
 def _decode_request(method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes,
-                    limits: Limits) -> DecodeResult:
+                    limits: Limits, content_decoded: bool = False) -> DecodeResult:
     result = DecodeResult()
     split = urlsplit(url)
     host = (split.hostname or "").lower()
@@ -101,7 +106,9 @@ def _decode_request(method: str, url: str, headers: Sequence[tuple[str, str]], b
         result.notes.append(f"content-encoding {','.join(q_enc)} from the query string")
         encodings, q_enc = q_enc, []
     data = body
-    if body:
+    if content_decoded:
+        result.body = body
+    elif body:
         dec = compression.decode_body(body, encodings, limits)
         result.notes += dec.notes
         if dec.data is not None and q_enc:
@@ -190,23 +197,27 @@ def _decode_request(method: str, url: str, headers: Sequence[tuple[str, str]], b
 
 def decode_response(
     method: str, url: str, status: int | None, headers: Sequence[tuple[str, str]], body: bytes,
-    limits: Limits | None = None,
+    limits: Limits | None = None, *, content_decoded: bool = False,
 ) -> DecodeResult:
-    """Configuration responses (OneSettings, ECS) become events; anything else returns quickly. Never raises."""
+    """Configuration responses (OneSettings, ECS) become events; anything else returns quickly. Never raises.
+
+    content_decoded: as for :func:`decode_request`.
+    """
     try:
-        return _decode_response(method, url, status, headers, body or b"", limits or DEFAULT_LIMITS)
+        return _decode_response(method, url, status, headers, body or b"", limits or DEFAULT_LIMITS,
+                                content_decoded)
     except Exception as e:
         return DecodeResult(error=f"internal decoder error: {type(e).__name__}: {e}")
 
 
 def _decode_response(method: str, url: str, status: int | None, headers: Sequence[tuple[str, str]],
-                     body: bytes, limits: Limits) -> DecodeResult:
+                     body: bytes, limits: Limits, content_decoded: bool = False) -> DecodeResult:
     result = DecodeResult()
     if not body:
         return result
     encodings: list[str] = []
     for name, value in headers:
-        if name.lower() == "content-encoding":
+        if name.lower() == "content-encoding" and not content_decoded:
             encodings += compression.split_encodings(value)
     split = urlsplit(url)
     host = (split.hostname or "").lower()
@@ -219,7 +230,7 @@ def _decode_response(method: str, url: str, status: int | None, headers: Sequenc
             dec = compression.decode_body(body, encodings, limits, sniff=False)
             result.body, result.bomb, result.notes = dec.data, dec.bomb, dec.notes
         return result
-    dec = compression.decode_body(body, encodings, limits)
+    dec = compression.decode_body(body, encodings, limits, sniff=not content_decoded)
     result.notes += dec.notes
     result.bomb = dec.bomb
     result.body = dec.data
