@@ -333,9 +333,12 @@ def _pipeline_or_fail(db_path: Path, signature_paths: tuple[str, ...], identifie
 @click.option("--identifiers", type=click.Path(exists=True, dir_okay=False),
               help="CSV 'kind,value' of known identifiers and canaries.")
 @click.option("--findings-store-clear", is_flag=True, help="Store matched personal data in clear.")
+@click.option("--deferred", is_flag=True,
+              help="Only flows whose analysis was deferred while ingest was behind (flows.analysis = 'deferred').")
 def redecode(db: str, session: int | None, signature_paths: tuple[str, ...], identifiers: str | None,
-             findings_store_clear: bool) -> None:
+             findings_store_clear: bool, deferred: bool) -> None:
     """Re-run the current decoders, signatures and detectors over stored flows (after an upgrade)."""
+    from .redecode import flows_where
     from .redecode import redecode as run_redecode
     from .store import StoreError, connect
 
@@ -344,12 +347,12 @@ def redecode(db: str, session: int | None, signature_paths: tuple[str, ...], ide
         conn = connect(db_path)
     except StoreError as e:
         _fail(str(e))
-    where = " WHERE session_id = ?" if session is not None else ""
-    total = conn.execute("SELECT COUNT(*) FROM flows" + where, (session,) if session is not None else ()).fetchone()[0]
+    where, params = flows_where(session, deferred)
+    total = conn.execute(f"SELECT COUNT(*) FROM flows {where}", params).fetchone()[0]
     conn.close()
     pipeline = _pipeline_or_fail(db_path, signature_paths, identifiers, findings_store_clear)
     with click.progressbar(length=total, label="redecoding flows", file=sys.stderr) as bar:
-        done = run_redecode(db_path, pipeline, session=session, progress=bar.update)
+        done = run_redecode(db_path, pipeline, session=session, deferred_only=deferred, progress=bar.update)
     click.echo(f"redecoded {done} flow(s) in {db_path}")
 
 

@@ -22,6 +22,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ from .records import (
     Record,
     WebSocketMessageRecord,
 )
+from .redecode import reanalyse
+from .schema import ANALYSIS_DEFERRED
 from .store import FlowRows, Item, Row, Store, explain_write_error, iso
 
 if TYPE_CHECKING:
@@ -48,6 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("teletap")
 
 UNDOCUMENTED = "undocumented"
+DEFERRED_NOTE = ("analysis deferred: stored while ingest was behind, bodies as sent; decoding and detection "
+                 "follow when ingest catches up")
 
 
 def header(headers: Headers | None, name: str) -> str | None:
@@ -204,7 +209,29 @@ class Pipeline:
             errors.append("request: decoder unavailable")
 
         max_req, max_resp = self.config.max_request_body, self.config.max_response_body
-        flow = {
+        flow = self._flow_columns(r, session_id, sig, req_ctype)
+        flow.update({
+            "request_size": None if r.request_body.streamed else len(req_body),
+            "request_body": req_body[:max_req] if req_body else None,
+            "request_body_truncated": int(r.request_body.streamed or r.request_body.truncated
+                                          or len(req_body) > max_req),
+            "response_size": (len(resp_body) if r.response_body and not r.response_body.streamed else None),
+            "response_body": resp_body[:max_resp] if resp_body else None,
+            "response_body_truncated": int(bool(r.response_body and (r.response_body.streamed
+                                                                    or r.response_body.truncated
+                                                                    or len(resp_body) > max_resp))),
+            "decode_format": decode_format, "decode_error": "; ".join(errors) or None,
+            "decode_error_offset": req_result.error_offset if req_result and req_result.error else None,
+            "decode_notes": _json(notes or None), "event_count": len(events), "finding_count": len(finding_rows),
+            "analysis": None,
+        })
+        return FlowRows(flow=flow, events=events, findings=finding_rows)
+
+    @staticmethod
+    def _flow_columns(r: HttpFlowRecord, session_id: int, sig: dict[str, Any], req_ctype: str | None
+                      ) -> dict[str, Any]:
+        """What a flow row holds whether or not it has been analysed yet: the request and response as seen."""
+        return {
             "id": r.id, "session_id": session_id, "request_time": iso(r.request_time),
             "response_time": iso(r.response_time),
             "duration_ms": round((r.response_time - r.request_time) * 1000, 3) if r.response_time else None,
@@ -216,27 +243,41 @@ class Pipeline:
             "request_content_type": req_ctype,
             "response_content_type": header(r.response_headers, "content-type"),
             "request_content_encoding": header(r.request_headers, "content-encoding"),
-            "request_size_wire": r.request_body.size_wire,
-            "request_size": None if r.request_body.streamed else len(req_body),
-            "request_sha256": _sha256(r.request_body),
-            "request_body": req_body[:max_req] if req_body else None,
-            "request_body_truncated": int(r.request_body.streamed or r.request_body.truncated
-                                          or len(req_body) > max_req),
+            "request_size_wire": r.request_body.size_wire, "request_sha256": _sha256(r.request_body),
             "response_size_wire": r.response_body.size_wire if r.response_body else None,
-            "response_size": (len(resp_body) if r.response_body and not r.response_body.streamed else None),
             "response_sha256": _sha256(r.response_body) if r.response_body else None,
-            "response_body": resp_body[:max_resp] if resp_body else None,
-            "response_body_truncated": int(bool(r.response_body and (r.response_body.streamed
-                                                                    or r.response_body.truncated
-                                                                    or len(resp_body) > max_resp))),
             "error": r.error, "answered_by_teletap": int(r.sinkhole_rule is not None),
             "sinkhole_rule": r.sinkhole_rule, "tls_version": r.tls_version, "sni": r.sni, **sig,
-            "decode_format": decode_format, "decode_error": "; ".join(errors) or None,
-            "decode_error_offset": req_result.error_offset if req_result and req_result.error else None,
-            "decode_notes": _json(notes or None), "event_count": len(events), "finding_count": len(finding_rows),
             "source": r.source,
         }
-        return FlowRows(flow=flow, events=events, findings=finding_rows)
+
+    def defer(self, record: Record, session_id: int) -> FlowRows | None:
+        """The flow stored as captured, bodies as sent; decoding and detection wait (ingest is behind).
+
+        ``teletap.redecode`` completes it later through :meth:`process`, with the same result as now. None
+        when a record cannot wait: not an HTTP flow, nothing to analyse, a body the store would cut short
+        (analysis later must see what it would see now), or bodies to be redacted before they are stored.
+        """
+        if not isinstance(record, HttpFlowRecord) or self.config.blank_findings_in_bodies:
+            return None
+        req, resp = record.request_body, record.response_body
+        if req.streamed or req.truncated or req.decoded or len(req.raw or b"") > self.config.max_request_body:
+            return None
+        resp_raw = resp.raw if resp is not None else None
+        if resp is not None and (resp.streamed or resp.truncated
+                                 or len(resp_raw or b"") > self.config.max_response_body):
+            return None
+        if not req.raw and not record.query and not resp_raw:
+            return None  # analysing it now costs less than deferring it
+        req_ctype = header(record.request_headers, "content-type")
+        sig = self._signature_columns(record.host, record.path, record.method, record.port, req_ctype)
+        flow = self._flow_columns(record, session_id, sig, req_ctype)
+        flow.update({
+            "request_body": req.raw or None, "request_body_truncated": 0,
+            "response_body": resp_raw or None, "response_body_truncated": 0,
+            "decode_notes": _json([DEFERRED_NOTE]), "analysis": ANALYSIS_DEFERRED,
+        })
+        return FlowRows(flow=flow)
 
     def _connection(self, r: ConnectionRecord, session_id: int) -> Row:
         sig = self._signature_columns(r.sni or r.server_address, port=r.server_port)
@@ -322,6 +363,9 @@ def process_each(pipeline: Pipeline, records: list[Record], session_id: int) -> 
 class IngestStats:
     recorded: int = 0
     unrecorded: Counter[str] = field(default_factory=Counter)
+    deferred: int = 0  # flows stored before analysis because ingest was behind (Pipeline.defer)
+    analysed_later: int = 0  # deferred flows (of any session) analysed since, while ingest was idle
+    awaiting_analysis: int = 0  # deferred flows in the whole database still waiting, when ingest stopped
 
     @property
     def unrecorded_total(self) -> int:
@@ -369,7 +413,15 @@ class Ingest(_QueueFront):
 
     Commits at least every ``flush_interval`` seconds and at ``stop()``. Write errors (disk full, DB
     locked or read-only) never reach the proxy: the batch is counted as unrecorded and logged.
+
+    Evidence first: once the queue is ``DEFER_AT`` full, flows are stored as captured and their analysis
+    (decoding, detection) deferred, as storing costs a fraction of analysing. When the queue is empty, ingest
+    analyses deferred flows, ``CATCH_UP_FLOWS`` per transaction, oldest first and of any session, so a
+    database left with some (a kill, a stop under load) is completed by the next run.
     """
+
+    DEFER_AT = 0.25
+    CATCH_UP_FLOWS = 20  # about 50 ms of analysis: new traffic never waits long behind the catch-up
 
     def __init__(self, db_path: str | Path, pipeline: Pipeline, *, session_label: str | None,
                  session_kind: str = "live", session_options: dict[str, Any] | None = None,
@@ -378,9 +430,16 @@ class Ingest(_QueueFront):
                  flush_interval: float = 0.5, batch_size: int = 500, batch_bytes: int = 16 * 1024 * 1024,
                  store_factory: Callable[[Path], Store] = Store, queue_obj: Any = None, dropped: Any = None,
                  parent_alive: Callable[[], bool] | None = None,
-                 pool: Any = None, pool_workers: int = 1):
+                 pool: Any = None, pool_workers: int = 1, defer_analysis: bool = True,
+                 backlog: Callable[[], float] | None = None):
         self.db_path = Path(db_path)
         self.pipeline = pipeline
+        self.defer_analysis = defer_analysis
+        # The share of the queue in use (0..1); ProcessIngest's receiver knows it for the proxy's queue.
+        self._backlog = backlog or self._queue_fill
+        self._catch_up_due = True  # the database may hold deferred flows from an earlier run
+        self._caught_up_to = 0  # rowid: flows that fail analysis are passed over until the next run
+        self._last_defer_log = 0.0
         # With a pool (teletap.pool), records are processed there, a few batches at a time, and their rows
         # collected here in the order the batches arrived, so a flow's later version is written last.
         self._pool = pool
@@ -445,6 +504,9 @@ class Ingest(_QueueFront):
             self._loop(store)
         finally:
             self._count_dropped()
+            with contextlib.suppress(Exception):  # a broken database is reported by the session update below
+                self.stats.awaiting_analysis = store.conn.execute(
+                    "SELECT count(*) FROM flows WHERE analysis = ?", (ANALYSIS_DEFERRED,)).fetchone()[0]
             try:
                 store.update_session(self.session_id, recorded=self.stats.recorded,
                                      unrecorded=self.stats.unrecorded_total,
@@ -454,6 +516,10 @@ class Ingest(_QueueFront):
                           "in the shutdown report", self.session_id, self.db_path,
                           explain_write_error(self.db_path, e))
             store.close()
+
+    def _queue_fill(self) -> float:
+        maxsize = getattr(self.queue, "maxsize", 0)
+        return self.queue.qsize() / maxsize if maxsize > 0 else 0.0
 
     def _count_dropped(self) -> None:
         total = self._dropped.value  # only the proxy side writes it; the worker counts what is new
@@ -466,7 +532,8 @@ class Ingest(_QueueFront):
         last_flush = time.monotonic()
         stopping = False
         while not stopping:
-            timeout = max(0.0, self.flush_interval - (time.monotonic() - last_flush))
+            catch_up = self._catch_up_due and not self._processing
+            timeout = 0.0 if catch_up else max(0.0, self.flush_interval - (time.monotonic() - last_flush))
             if self._processing:
                 timeout = min(timeout, 0.005)  # rows are on their way back from the pool: look again soon
             try:
@@ -491,7 +558,9 @@ class Ingest(_QueueFront):
             self._collect(wait_all=stopping)
             # Bounded by count and by stored bytes: 500 flows with 1 MiB bodies would otherwise sit in memory.
             pending = self._pending
-            if pending and (stopping or len(pending) >= self.batch_size or self._pending_bytes >= self.batch_bytes
+            idle = record is None and catch_up and not stopping
+            if pending and (stopping or idle or len(pending) >= self.batch_size
+                            or self._pending_bytes >= self.batch_bytes
                             or time.monotonic() - last_flush >= self.flush_interval):
                 self._pending, self._pending_bytes = [], 0
                 self._flush(store, pending)
@@ -499,8 +568,13 @@ class Ingest(_QueueFront):
             elif time.monotonic() - last_flush >= self.flush_interval:
                 last_flush = time.monotonic()
                 self._count_dropped()
+            if idle:
+                self._catch_up(store)
 
     def _process(self, records: list[Record]) -> None:
+        if self.defer_analysis and self._backlog() >= self.DEFER_AT:
+            self._store_first(records)
+            return
         if self._pool is not None:
             try:
                 self._processing.append((len(records), self._pool.submit(process_batch, records, self.session_id)))
@@ -508,6 +582,58 @@ class Ingest(_QueueFront):
             except Exception as e:  # the pool is broken (a worker was killed): carry on without it
                 self._pool_failed(e)
         self._add(process_each(self.pipeline, records, self.session_id))
+
+    def _store_first(self, records: list[Record]) -> None:
+        """Ingest is behind: store what can wait unanalysed, analyse the rest (cheap kinds) here, in order."""
+        assert self.session_id is not None
+        outcomes: list[Item | Failed] = []
+        deferred = 0
+        for record in records:
+            try:
+                item = self.pipeline.defer(record, self.session_id)
+            except Exception as e:  # a bug: analyse the record now instead
+                log.error("teletap: could not defer the analysis of a flow: %s", _first_error_line(e))
+                item = None
+            if item is None:
+                outcomes += process_each(self.pipeline, [record], self.session_id)
+            else:
+                outcomes.append(item)
+                deferred += 1
+        if deferred:
+            self.stats.deferred += deferred
+            self._catch_up_due = True
+            now = time.monotonic()
+            if now - self._last_defer_log > 10:
+                self._last_defer_log = now
+                log.warning("teletap: ingest is behind: flows are stored first and analysed when it catches up "
+                            "(%d so far)", self.stats.deferred)
+        if self._processing:
+            # Behind batches still in the pool: written after them, so a flow's later version still wins.
+            done: Future[list[Item | Failed]] = Future()
+            done.set_result(outcomes)
+            self._processing.append((len(records), done))
+        else:
+            self._add(outcomes)
+
+    def _catch_up(self, store: Store) -> None:
+        """Analyse a few deferred flows (oldest first, of any session); called only when nothing waits."""
+        try:
+            rows = store.conn.execute(
+                "SELECT rowid AS teletap_rowid, * FROM flows WHERE analysis = ? AND rowid > ? ORDER BY rowid "
+                "LIMIT ?", (ANALYSIS_DEFERRED, self._caught_up_to, self.CATCH_UP_FLOWS)).fetchall()
+            if not rows:
+                self._catch_up_due = False
+                return
+            self._caught_up_to = rows[-1]["teletap_rowid"]
+            items = reanalyse(self.pipeline, rows)
+            store.write(items)
+            self.stats.analysed_later += len(items)
+        except Exception as e:
+            # The flows stay stored, marked deferred: the next run or `teletap redecode --deferred` analyses them.
+            self._catch_up_due = False
+            log.error("teletap: analysing deferred flows in %s failed (%s); they stay stored unanalysed until "
+                      "the next run or `teletap redecode --deferred`", self.db_path,
+                      explain_write_error(self.db_path, e))
 
     def _collect(self, wait_all: bool) -> None:
         """Take processed batches back in order: finished ones, and the oldest while too many are out."""
@@ -612,7 +738,8 @@ class ProcessIngest(_QueueFront):
 
         # spawn, not fork: the proxy process has an event loop and threads that must not be copied.
         mp = multiprocessing.get_context("spawn")
-        self.queue = mp.Queue(maxsize=max(1, -(-self.queue_size // self.BATCH_RECORDS)))  # in batches
+        batches = max(1, -(-self.queue_size // self.BATCH_RECORDS))
+        self.queue = mp.Queue(maxsize=batches)  # in batches
         _widen_pipe(self.queue)
         self._dropped = mp.Value("q", 0, lock=False)
         self._inflight = mp.Value("q", 0)  # bytes queued and not yet taken by the worker; both sides write it
@@ -624,7 +751,7 @@ class ProcessIngest(_QueueFront):
             self._process = mp.Process(
                 target=_ingest_process_main, name="teletap-ingest", daemon=False,
                 args=(self.db_path, self.pipeline_spec, self.ingest_kwargs, self.queue, self._dropped,
-                      self._inflight, child_end, self.workers, ring_spec),
+                      self._inflight, child_end, self.workers, ring_spec, (batches, self.queue_bytes)),
             )
             self._process.start()
             child_end.close()
@@ -736,12 +863,22 @@ class _Receiver:
 
     AHEAD = 16
 
-    def __init__(self, work: Any, ring: BodyRing | None, inflight: Any):
+    def __init__(self, work: Any, ring: BodyRing | None, inflight: Any, capacity: tuple[int, int] = (1, 1)):
         self._work = work
         self._ring = ring
         self._inflight = inflight
+        self._capacity_batches, self._capacity_bytes = (max(1, n) for n in capacity)
         self._ready: queue.Queue[tuple[int, Any]] = queue.Queue(self.AHEAD)
         threading.Thread(target=self._run, name="teletap-receive", daemon=True).start()
+
+    def fill(self) -> float:
+        """The share of the proxy's queue in use: batches not yet taken by ingest, or their bytes."""
+        try:
+            waiting = self._work.qsize()
+        except NotImplementedError:  # macOS has no sem_getvalue(); the bytes still tell
+            waiting = 0
+        waiting += self._ready.qsize()
+        return max(waiting / self._capacity_batches, self._inflight.value / self._capacity_bytes)
 
     def get(self, timeout: float | None = None) -> Any:
         size, item = self._ready.get(timeout=timeout)
@@ -778,7 +915,8 @@ class _Receiver:
 
 def _ingest_process_main(db_path: Path, pipeline_spec: dict[str, Any], ingest_kwargs: dict[str, Any],
                          work: Any, dropped: Any, inflight: Any, results: Any, workers: int = 1,
-                         ring_spec: tuple[str, int, Any] | None = None) -> None:
+                         ring_spec: tuple[str, int, Any] | None = None,
+                         capacity: tuple[int, int] = (1, 1)) -> None:
     import multiprocessing
     import signal
 
@@ -792,10 +930,10 @@ def _ingest_process_main(db_path: Path, pipeline_spec: dict[str, Any], ingest_kw
         pipeline, _ = build_pipeline(**pipeline_spec)
         pool = make_pool(pipeline, workers)  # before the database and the ingest thread (see make_pool)
         ring = BodyRing.attach(*ring_spec) if ring_spec is not None else None
-        receiver = _Receiver(work, ring, inflight)
+        receiver = _Receiver(work, ring, inflight, capacity)
         ingest = Ingest(db_path, pipeline, queue_obj=receiver, dropped=dropped,
                         parent_alive=parent.is_alive if parent is not None else None, pool=pool,
-                        pool_workers=workers, **ingest_kwargs)
+                        pool_workers=workers, backlog=receiver.fill, **ingest_kwargs)
         session_id = ingest.start()
     except Exception as e:
         if pool is not None:

@@ -28,7 +28,8 @@ log = logging.getLogger("teletap")
 # Options whose change needs a new pipeline (signatures, identifiers, detection settings).
 _PIPELINE_OPTIONS = {"teletap_signatures", "teletap_identifiers", "teletap_findings_store_clear",
                      "teletap_blank_findings", "teletap_findings_key", "teletap_max_body",
-                     "teletap_max_response_body", "teletap_db", "teletap_ingest_workers"}
+                     "teletap_max_response_body", "teletap_db", "teletap_ingest_workers",
+                     "teletap_defer_analysis"}
 
 # mitmproxy options worth keeping in the session row: they describe how the evidence was gathered.
 _RECORDED_MITMPROXY_OPTIONS = ("mode", "listen_host", "listen_port", "ignore_hosts", "allow_hosts",
@@ -89,6 +90,10 @@ class Recorder:
                           "Processes that decode flows and look for personal data in parallel; one of them "
                           "writes the database. Raise it on a gateway with spare cores when sessions report "
                           "'ingest queue full'.")
+        loader.add_option("teletap_defer_analysis", bool, True,
+                          "When ingest falls behind (its queue a quarter full), store flows as captured and "
+                          "decode and scan them once it catches up, rather than lose them when the queue is "
+                          "full. Never with teletap_blank_findings: bodies are blanked before they are stored.")
 
     def configure(self, updated: set[str]) -> None:
         if not updated & _PIPELINE_OPTIONS:
@@ -148,7 +153,7 @@ class Recorder:
             queue_bytes=opts.teletap_queue_bytes, workers=opts.teletap_ingest_workers,
             session_label=opts.teletap_session or None, session_options=session_options,
             signature_set_hash=self.sigset.hash, signature_rows=signature_rows(self.sigset),
-            mitmproxy_version=mitmproxy_version.VERSION,
+            mitmproxy_version=mitmproxy_version.VERSION, defer_analysis=opts.teletap_defer_analysis,
         )
         try:
             session_id = ingest.start()
@@ -174,6 +179,14 @@ class Recorder:
         if stats.unrecorded_total:
             reasons = ", ".join(f"{n} {reason}" for reason, n in stats.unrecorded.most_common())
             summary += f"; {stats.unrecorded_total} item(s) NOT recorded ({reasons})"
+        if stats.deferred or stats.analysed_later:
+            summary += (f"\nteletap: ingest fell behind: {stats.deferred} flow(s) were stored first and analysed "
+                        f"later; {stats.analysed_later} deferred flow(s) analysed while idle")
+        if stats.awaiting_analysis:
+            summary += (f"\nteletap: {stats.awaiting_analysis} stored flow(s) in {ingest.db_path} are not yet "
+                        "decoded or scanned for personal data (flows.analysis = 'deferred'); the next run "
+                        f"on it analyses them, or now: teletap redecode --deferred --db {ingest.db_path} "
+                        "(with this run's --signatures and --identifiers)")
         _operator(summary)
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+
+ANALYSIS_DEFERRED = "deferred"  # flows.analysis of a flow stored before it was decoded and scanned
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,12 @@ class Table:
             # Summaries delete the rows a replacement empties: this partial index finds them without a scan.
             statements.append(f"CREATE INDEX IF NOT EXISTS [idx_{self.name}_emptied] ON [{self.name}] "
                               f"([{self.count_column}]) WHERE [{self.count_column}] <= 0")
-        for cols in self.indexes:
-            index_name = f"idx_{self.name}_{'_'.join(cols)}"
-            statements.append(
-                f"CREATE INDEX IF NOT EXISTS [{index_name}] ON [{self.name}] ({', '.join(f'[{c}]' for c in cols)})"
-            )
+        statements += [self.index_sql(cols) for cols in self.indexes]
         return statements + list(self.extra_sql)
+
+    def index_sql(self, cols: tuple[str, ...]) -> str:
+        index_name = f"idx_{self.name}_{'_'.join(cols)}"
+        return f"CREATE INDEX IF NOT EXISTS [{index_name}] ON [{self.name}] ({', '.join(f'[{c}]' for c in cols)})"
 
 
 def _c(name: str, type_: str, description: str) -> Column:
@@ -148,12 +150,18 @@ FLOWS = Table(
         _c("event_count", "INTEGER", "Number of decoded events"),
         _c("finding_count", "INTEGER", "Number of personal-data findings"),
         _c("source", "TEXT", "live, or the file a flow was imported from"),
+        # Last: databases from before v4 get it by ALTER TABLE, which appends.
+        _c("analysis", "TEXT",
+           "Empty: decoded and scanned for personal data. 'deferred': stored while ingest was behind, with the "
+           "bodies as sent; events and findings follow when ingest catches up (or teletap redecode --deferred)"),
     ),
     foreign_keys=(("session_id", "sessions", "id"), ("signature_id", "signatures", "id")),
     indexes=(("session_id",), ("host",), ("request_time",), ("signature_id",), ("category",),
              # Covers "hosts contacted": grouped by host without fetching each (body-laden) row (v2).
              HOSTS_COVERING_INDEX),
     label_column="url",
+    # Ingest finds the flows still waiting for analysis without a scan; analysed flows are not in it (v4).
+    extra_sql=("CREATE INDEX IF NOT EXISTS [idx_flows_analysis] ON [flows] ([analysis]) WHERE [analysis] IS NOT NULL",),
 )
 
 CONNECTIONS = Table(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .schema import SCHEMA_VERSION, SUMMARIES, TABLES, TABLES_BY_NAME, Table
+from .schema import HOSTS_COVERING_INDEX, SCHEMA_VERSION, SUMMARIES, TABLES, TABLES_BY_NAME, Table
 from .summaries import Summaries, rebuild
 
 
@@ -65,9 +65,8 @@ def _create_private_file(path: Path) -> None:
 
 
 def _v1_to_v2(conn: sqlite3.Connection) -> None:
-    # The flows' create statements include the new covering index; IF NOT EXISTS leaves the rest alone.
-    for statement in TABLES_BY_NAME["flows"].create_sql():
-        conn.execute(statement)
+    # The covering index; the flows' other indexes existed in v1 (and v4's needs a column v1 lacks).
+    conn.execute(TABLES_BY_NAME["flows"].index_sql(HOSTS_COVERING_INDEX))
 
 
 def _v2_to_v3(conn: sqlite3.Connection) -> None:
@@ -78,8 +77,15 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
     rebuild(conn)
 
 
+def _v3_to_v4(conn: sqlite3.Connection) -> None:
+    # Flows recorded so far were all analysed: NULL says so, and adding a NULL column rewrites no row.
+    conn.execute("ALTER TABLE flows ADD COLUMN analysis TEXT")
+    for statement in TABLES_BY_NAME["flows"].create_sql():
+        conn.execute(statement)
+
+
 # Migrations from version N to N+1, applied in order inside one transaction. Version 1 is the first.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 PAGE_SIZE = 16384

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import stat
 from pathlib import Path
@@ -147,10 +148,14 @@ def test_lone_surrogates_are_stored_as_their_escape(tmp_path: Path):
 def test_a_version_1_database_is_upgraded_to_the_current_version(tmp_path: Path):
     db = tmp_path / "v1.db"
     conn = sqlite3.connect(db)
-    # A v1 database as teletap 0.1 created it: no covering index (v2), no summary tables (v3).
+    # A v1 database as teletap 0.1 created it: no covering index (v2), no summary tables (v3), no
+    # flows.analysis (v4).
     for table in schema.TABLES:
         if table in schema.SUMMARIES:
             continue
+        if table.name == "flows":
+            table = dataclasses.replace(table, columns=tuple(c for c in table.columns if c.name != "analysis"),
+                                        extra_sql=())
         for statement in table.create_sql():
             if "idx_flows_host_signature_id" not in statement:
                 conn.execute(statement)
@@ -183,6 +188,10 @@ def test_a_version_1_database_is_upgraded_to_the_current_version(tmp_path: Path)
     assert conn.execute("select kind, value_hash, findings from summary_findings").fetchall() == [("email", "h", 1)]
     assert conn.execute("select minute, flows from summary_traffic").fetchall() == [
         ("2026-01-01T10:00", 1), ("2026-01-01T10:05", 1)]
+    # v4: flows recorded before deferred analysis existed were all analysed
+    assert conn.execute("select count(*) from flows where analysis is null").fetchone() == (2,)
+    assert "idx_flows_analysis" in " ".join(r[3] for r in conn.execute(
+        "explain query plan select id from flows where analysis = 'deferred'"))
 
 
 def test_a_lone_surrogate_in_a_signature_does_not_stop_recording(tmp_path: Path):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__
+from ..schema import ANALYSIS_DEFERRED
 from . import charts
 from .model import Report, Section, Table, run_table
 from .scope import ALLOWED_DOCUMENTED_LEVELS, Scope, sql_text
@@ -21,6 +22,7 @@ from .scope import ALLOWED_DOCUMENTED_LEVELS, Scope, sql_text
 UNDOCUMENTED = "coalesce({a}signature_id, 'undocumented') = 'undocumented'"
 THIRD_PARTY = "({a}data_flow IN ('third-party', 'vendor-affiliate') OR {a}category = 'third-party-sharing')"
 # "first flow" cells: time and id of the earliest flow of a group, in one sortable, deterministic string.
+NOT_ANALYSED = "flows stored but not yet decoded or scanned for personal data (analysis deferred)"
 FIRST_FLOW = "MIN(f.request_time || ' ' || f.id) AS first_flow"
 SEVERITY_ORDER = "CASE {c} WHEN 'high' THEN 0 WHEN 'medium' THEN 1 WHEN 'low' THEN 2 ELSE 3 END"
 
@@ -79,10 +81,11 @@ UNION ALL SELECT 7, 'flows to third parties', COUNT(*) FROM scope_flows WHERE {t
 UNION ALL SELECT 8, 'connections whose payload was not observable', COUNT(*) FROM scope_connections
   WHERE observable = 0
 UNION ALL SELECT 9, 'items not recorded (whole sessions)', coalesce(SUM(items_unrecorded), 0) FROM scope_sessions
-UNION ALL SELECT 10, 'WebSocket messages', COUNT(*) FROM scope_websocket
-UNION ALL SELECT 11, 'DNS queries', COUNT(*) FROM scope_dns
-UNION ALL SELECT 12, 'first request', coalesce(MIN(request_time), '') FROM scope_flows
-UNION ALL SELECT 13, 'last request', coalesce(MAX(request_time), '') FROM scope_flows
+UNION ALL SELECT 10, {sql_text(NOT_ANALYSED)}, COUNT(*) FROM scope_flows WHERE analysis = '{ANALYSIS_DEFERRED}'
+UNION ALL SELECT 11, 'WebSocket messages', COUNT(*) FROM scope_websocket
+UNION ALL SELECT 12, 'DNS queries', COUNT(*) FROM scope_dns
+UNION ALL SELECT 13, 'first request', coalesce(MIN(request_time), '') FROM scope_flows
+UNION ALL SELECT 14, 'last request', coalesce(MAX(request_time), '') FROM scope_flows
 ORDER BY n"""))
         s.tables.append(self.table(
             "clients", "Clients observed", """
@@ -337,7 +340,7 @@ ORDER BY connections DESC, destination, kind, port, reason, signature_id, vendor
                         "contacted, but what was sent to them is not in this report.",
             empty="Every connection in scope was observable."))
         s.tables.append(self.table(
-            "partial-evidence", "Flows and sessions observed only in part", """
+            "partial-evidence", "Flows and sessions observed only in part", f"""
 SELECT 1 AS n, 'flows whose request body is stored truncated or was streamed' AS figure, COUNT(*) AS value
   FROM scope_flows WHERE request_body_truncated = 1
 UNION ALL SELECT 2, 'flows whose body could not be fully decoded', COUNT(*) FROM scope_flows
@@ -348,9 +351,13 @@ UNION ALL SELECT 4, 'flows answered by teletap itself (sinkhole: nothing left)',
 UNION ALL SELECT 5, 'sessions not closed cleanly', COUNT(*) FROM scope_sessions WHERE coalesce(ended, '') = ''
 UNION ALL SELECT 6, 'items not recorded (ingest queue full, write errors)', coalesce(SUM(items_unrecorded), 0)
   FROM scope_sessions
+UNION ALL SELECT 7, {sql_text(NOT_ANALYSED)}, COUNT(*) FROM scope_flows WHERE analysis = '{ANALYSIS_DEFERRED}'
 ORDER BY n""",
             description="A truncated body was hashed in full (SHA-256 covers every byte sent) but only its first "
-                        "part is stored and searched."))
+                        "part is stored and searched. Flows not yet analysed were stored while ingest was behind: "
+                        "their bodies are kept as sent, but no events or findings of theirs are in this report "
+                        "until `teletap redecode --deferred` (or the next `teletap run` on the database) has "
+                        "analysed them."))
         s.tables.append(self.table(
             "unrecorded", "Sessions with unrecorded items", """
 SELECT id AS session, coalesce(label, '') AS label, items_unrecorded, coalesce(unrecorded_reasons, '') AS reasons
@@ -361,7 +368,9 @@ ORDER BY id""",
         table = s.table("not-observable")
         s.facts = {"connections": table.total("connections"),
                    "destinations": len(set(table.column("destination"))),
-                   "unrecorded": s.table("unrecorded").total("items_unrecorded")}
+                   "unrecorded": s.table("unrecorded").total("items_unrecorded"),
+                   "not_analysed": next(r["value"] for r in s.table("partial-evidence").records()
+                                        if r["figure"] == NOT_ANALYSED)}
         return s
 
     # -- 7. diagnostic levels --------------------------------------------------------------------------
