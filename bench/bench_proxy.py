@@ -330,10 +330,13 @@ def compare(cases: list[str], *, seconds: float = 8, connections: int = 20, roun
                         result, stderr = measure(kind, tls_port if tls else upstream_port, body, args, workdir,
                                                  ctype, tls)
                         totals[kind].append(result)
-                        if kind == "teletap" and "NOT recorded" in stderr:
-                            warnings.append(stderr.strip().splitlines()[-1])
-                            if verbose:
-                                print(f"  warning: {warnings[-1]}")
+                        if kind == "teletap":
+                            # Items lost, and flows whose analysis waited for ingest (stored first)
+                            for line in stderr.splitlines():
+                                if any(m in line for m in ("NOT recorded", "stored first", "not yet decoded")):
+                                    warnings.append(line.strip())
+                                    if verbose:
+                                        print(f"  warning: {warnings[-1]}")
                         p50, p99 = getattr(result, "fixed_percentiles", (result.p50, result.percentile(99)))
                         lat[kind].append((p50, p99))
                         if verbose:
