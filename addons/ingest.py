@@ -416,12 +416,15 @@ class Ingest(_QueueFront):
 
     Evidence first: once the queue is ``DEFER_AT`` full, flows are stored as captured and their analysis
     (decoding, detection) deferred, as storing costs a fraction of analysing. When the queue is empty, ingest
-    analyses deferred flows, ``CATCH_UP_FLOWS`` per transaction, oldest first and of any session, so a
-    database left with some (a kill, a stop under load) is completed by the next run.
+    analyses deferred flows, a few per transaction, oldest first and of any session, so a database left
+    with some (a kill, a stop under load) is completed by the next run.
     """
 
     DEFER_AT = 0.25
-    CATCH_UP_FLOWS = 20  # about 50 ms of analysis: new traffic never waits long behind the catch-up
+    # Deferred flows analysed per transaction: 20 (about 50 ms) right after traffic, so new records never
+    # wait long behind the catch-up; doubled while ingest stays idle, so a long catch-up commits rarely.
+    CATCH_UP_FLOWS = 20
+    CATCH_UP_MAX = 320
 
     def __init__(self, db_path: str | Path, pipeline: Pipeline, *, session_label: str | None,
                  session_kind: str = "live", session_options: dict[str, Any] | None = None,
@@ -439,6 +442,7 @@ class Ingest(_QueueFront):
         self._backlog = backlog or self._queue_fill
         self._catch_up_due = True  # the database may hold deferred flows from an earlier run
         self._caught_up_to = 0  # rowid: flows that fail analysis are passed over until the next run
+        self._catch_up_flows = self.CATCH_UP_FLOWS
         self._last_defer_log = 0.0
         # With a pool (teletap.pool), records are processed there, a few batches at a time, and their rows
         # collected here in the order the batches arrived, so a flow's later version is written last.
@@ -447,6 +451,7 @@ class Ingest(_QueueFront):
         self._max_processing = 2 * max(1, pool_workers)
         self._pending: list[Item] = []
         self._pending_bytes = 0
+        self._last_flush = 0.0
         # In a worker process the queue and the drop counter are shared with the proxy process.
         self.queue: Any = queue_obj if queue_obj is not None else queue.Queue(maxsize=queue_size)
         self._dropped = dropped if dropped is not None else _Counter()
@@ -529,11 +534,11 @@ class Ingest(_QueueFront):
 
     def _loop(self, store: Store) -> None:
         assert self.session_id is not None
-        last_flush = time.monotonic()
+        self._last_flush = time.monotonic()
         stopping = False
         while not stopping:
             catch_up = self._catch_up_due and not self._processing
-            timeout = 0.0 if catch_up else max(0.0, self.flush_interval - (time.monotonic() - last_flush))
+            timeout = 0.0 if catch_up else max(0.0, self.flush_interval - (time.monotonic() - self._last_flush))
             if self._processing:
                 timeout = min(timeout, 0.005)  # rows are on their way back from the pool: look again soon
             try:
@@ -557,19 +562,17 @@ class Ingest(_QueueFront):
                     self._process(records)
             self._collect(wait_all=stopping)
             # Bounded by count and by stored bytes: 500 flows with 1 MiB bodies would otherwise sit in memory.
-            pending = self._pending
-            idle = record is None and catch_up and not stopping
-            if pending and (stopping or idle or len(pending) >= self.batch_size
-                            or self._pending_bytes >= self.batch_bytes
-                            or time.monotonic() - last_flush >= self.flush_interval):
-                self._pending, self._pending_bytes = [], 0
-                self._flush(store, pending)
-                last_flush = time.monotonic()
-            elif time.monotonic() - last_flush >= self.flush_interval:
-                last_flush = time.monotonic()
+            if self._pending and (stopping or len(self._pending) >= self.batch_size
+                                  or self._pending_bytes >= self.batch_bytes
+                                  or time.monotonic() - self._last_flush >= self.flush_interval):
+                self._flush_pending(store)
+            elif time.monotonic() - self._last_flush >= self.flush_interval:
+                self._last_flush = time.monotonic()
                 self._count_dropped()
-            if idle:
+            if record is None and catch_up and not stopping:
                 self._catch_up(store)
+            elif record is not None:
+                self._catch_up_flows = self.CATCH_UP_FLOWS  # traffic: keep its wait behind a catch-up short
 
     def _process(self, records: list[Record]) -> None:
         if self.defer_analysis and self._backlog() >= self.DEFER_AT:
@@ -620,14 +623,19 @@ class Ingest(_QueueFront):
         try:
             rows = store.conn.execute(
                 "SELECT rowid AS teletap_rowid, * FROM flows WHERE analysis = ? AND rowid > ? ORDER BY rowid "
-                "LIMIT ?", (ANALYSIS_DEFERRED, self._caught_up_to, self.CATCH_UP_FLOWS)).fetchall()
+                "LIMIT ?", (ANALYSIS_DEFERRED, self._caught_up_to, self._catch_up_flows)).fetchall()
             if not rows:
-                self._catch_up_due = False
+                if any(isinstance(i, FlowRows) and i.flow.get("analysis") for i in self._pending):
+                    self._flush_pending(store)  # the flows to catch up on are still to be written
+                else:
+                    self._catch_up_due = False
                 return
             self._caught_up_to = rows[-1]["teletap_rowid"]
+            # Pending rows are written after these, so a newer version of a flow still wins.
             items = reanalyse(self.pipeline, rows)
             store.write(items)
             self.stats.analysed_later += len(items)
+            self._catch_up_flows = min(2 * self._catch_up_flows, self.CATCH_UP_MAX)
         except Exception as e:
             # The flows stay stored, marked deferred: the next run or `teletap redecode --deferred` analyses them.
             self._catch_up_due = False
@@ -661,6 +669,11 @@ class Ingest(_QueueFront):
             else:
                 self._pending.append(outcome)
                 self._pending_bytes += stored_bytes(outcome)
+
+    def _flush_pending(self, store: Store) -> None:
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        self._flush(store, pending)
+        self._last_flush = time.monotonic()
 
     def _flush(self, store: Store, items: list[Item]) -> None:
         assert self.session_id is not None

@@ -116,8 +116,8 @@ def main() -> None:
         finally:
             for name, proc in procs.items():
                 stderr = bench_proxy.stop_proxy(proc)
-                if name != "mitmdump" and "NOT recorded" in stderr:
-                    print(f"  {name}: {stderr.strip().splitlines()[-1]}")
+                for line in bench_proxy.teletap_notes(stderr) if name != "mitmdump" else ():
+                    print(f"  {name}: {line}")
             nginx.terminate()
             nginx.wait(10)
     print(f"\n{'variant':<12} {'ratio of sums':>13} {'median':>7} {'IQR':>13} {'CPU/request':>12}   (over mitmdump)")

@@ -102,10 +102,12 @@ def _children(pid: int) -> list[int]:
     return found + [grandchild for child in found for grandchild in _children(child)]
 
 
-def wait_ingest_idle(pid: int, timeout: float = 20) -> None:
-    """Wait until the ingest worker of the teletap with this pid has written what was queued (no-op for mitmdump).
+def wait_ingest_idle(pid: int, timeout: float = 180) -> None:
+    """Wait until the ingest worker of the teletap with this pid has written what was queued, and analysed
+    what it stored first (no-op for mitmdump).
 
-    Then what is measured next (another proxy's slice, a memory sample) does not include that backlog.
+    Then what is measured next (another proxy's slice, a memory sample) does not include that backlog: after
+    a 15 s slice of 1DS batches, catching up takes ingest about as long again on the reference VM.
     """
     workers = _children(pid)
     deadline = time.monotonic() + timeout
@@ -116,6 +118,12 @@ def wait_ingest_idle(pid: int, timeout: float = 20) -> None:
         if now - used < 0.01:  # under 5 % of a core: idle
             return
         used = now
+
+
+def teletap_notes(stderr: str) -> list[str]:
+    """What teletap said at shutdown about items lost, and about flows whose analysis waited for ingest."""
+    marks = ("NOT recorded", "stored first", "not yet decoded")
+    return [line.strip() for line in stderr.splitlines() if any(m in line for m in marks)]
 
 
 def stop_proxy(proc: subprocess.Popen) -> str:
@@ -331,12 +339,10 @@ def compare(cases: list[str], *, seconds: float = 8, connections: int = 20, roun
                                                  ctype, tls)
                         totals[kind].append(result)
                         if kind == "teletap":
-                            # Items lost, and flows whose analysis waited for ingest (stored first)
-                            for line in stderr.splitlines():
-                                if any(m in line for m in ("NOT recorded", "stored first", "not yet decoded")):
-                                    warnings.append(line.strip())
-                                    if verbose:
-                                        print(f"  warning: {warnings[-1]}")
+                            for line in teletap_notes(stderr):
+                                warnings.append(line)
+                                if verbose:
+                                    print(f"  warning: {line}")
                         p50, p99 = getattr(result, "fixed_percentiles", (result.p50, result.percentile(99)))
                         lat[kind].append((p50, p99))
                         if verbose:
