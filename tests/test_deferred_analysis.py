@@ -206,3 +206,42 @@ def test_the_report_says_how_many_flows_are_not_yet_analysed(tmp_path: Path, pip
     assert {r["figure"]: r["value"] for r in report.table("partial-evidence").records()}[label] == 2
     assert report.section("blind-spots").facts["not_analysed"] == 2
     assert "teletap redecode --deferred" in render(report, "md").decode()
+
+
+def test_a_real_proxy_whose_ingest_was_frozen_loses_nothing_and_analyses_everything(tmp_path: Path):
+    """`teletap run` end to end: its ingest process stopped (SIGSTOP, as a machine too busy to give it CPU)
+    while 1DS batches pass; once it runs again it stores the backlog first, then analyses every flow."""
+    import os
+    import signal
+
+    import httpx
+
+    from .support import LOOPBACK, Upstream, ingest_process, running_teletap
+
+    body = telemetry("x").request_body.raw
+    headers = {"host": "self.events.data.microsoft.com", "content-type": "application/x-json-stream",
+               "content-encoding": "gzip", "client-id": "NO_AUTH"}
+    # One request at a time: each record crosses to ingest in a batch of its own. 400 batches fit the queue,
+    # 300 fill three quarters of it.
+    with Upstream() as up, running_teletap(tmp_path, "--set", f"teletap_queue_size={64 * 400}") as tt:
+        worker = ingest_process(tt.proc.pid)
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            with httpx.Client(proxy=tt.proxy, timeout=10) as client:
+                for i in range(300):
+                    r = client.post(f"http://{LOOPBACK}:{up.port}/OneCollector/1.0/?cors=true&n={i}",
+                                    content=body, headers=headers)
+                    assert r.status_code == 200  # traffic flows while ingest is frozen
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        assert wait_for(lambda: rows(tt.db, "select count(*) as n from flows where analysis is null")[0]["n"] == 300,
+                        timeout=120)
+        assert tt.stop() == 0
+    # three events and the query string in each
+    assert rows(tt.db, "select event_count, count(*) as n from flows group by event_count") == [
+        {"event_count": 4, "n": 300}]
+    out = tt.output()
+    assert "NOT recorded" not in out and "stored first" in out and "not yet decoded" not in out
+    assert rows(tt.db, "select items_recorded, items_unrecorded from sessions") == [
+        {"items_recorded": 300, "items_unrecorded": 0}]
+    assert rows(tt.db, "select count(distinct flow_id) as n from findings where kind = 'email'") == [{"n": 300}]
