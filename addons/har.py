@@ -313,6 +313,26 @@ def _name_values(headers: Any) -> list[dict[str, str]]:
     return [{"name": str(k), "value": str(v)} for k, v in (headers or [])]
 
 
+def _decoded_bodies(row: dict[str, Any], request_headers: Headers, response_headers: Headers | None
+                    ) -> tuple[bytes | None, bytes | None]:
+    """The row's bodies with content-encoding removed, as HAR holds them. A flow whose analysis was deferred
+    still holds its bodies as sent: they are decoded here, by the decoders' bounded decompression."""
+    from .decoders import decode_request, decode_response
+    from .schema import ANALYSIS_DEFERRED
+
+    request_body, response_body = row["request_body"], row["response_body"]
+    if row.get("analysis") != ANALYSIS_DEFERRED:
+        return request_body, response_body
+    url, method = row["url"] or "", row["method"] or "GET"
+    if request_body:
+        decoded = decode_request(method, url, request_headers, request_body).body
+        request_body = decoded if decoded is not None else request_body
+    if response_body and response_headers is not None:
+        decoded = decode_response(method, url, row["status"], response_headers, response_body).body
+        response_body = decoded if decoded is not None else response_body
+    return request_body, response_body
+
+
 def row_entry(row: dict[str, Any]) -> dict[str, Any]:
     """A stored flow row → a HAR 1.2 entry (bodies as stored: content-encoding removed, base64 if binary).
 
@@ -321,6 +341,7 @@ def row_entry(row: dict[str, Any]) -> dict[str, Any]:
     """
     request_headers = json.loads(row["request_headers"] or "[]")
     response_headers = json.loads(row["response_headers"]) if row["response_headers"] else None
+    request_body, response_body = _decoded_bodies(row, request_headers, response_headers)
     duration = row["duration_ms"] if row["duration_ms"] is not None and row["duration_ms"] >= 0 else 0
     request: dict[str, Any] = {
         "method": row["method"] or "GET", "url": row["url"] or "", "httpVersion": row["http_version"] or "",
@@ -328,15 +349,15 @@ def row_entry(row: dict[str, Any]) -> dict[str, Any]:
         "queryString": [{"name": k, "value": v} for k, v in parse_qsl(row["query"] or "", keep_blank_values=True)],
         "headersSize": -1, "bodySize": row["request_size_wire"] if row["request_size_wire"] is not None else -1,
     }
-    if row["request_body"] or (row["request_size_wire"] or 0) > 0:
-        request["postData"] = {"mimeType": row["request_content_type"] or "", **_har_content(row["request_body"])}
+    if request_body or (row["request_size_wire"] or 0) > 0:
+        request["postData"] = {"mimeType": row["request_content_type"] or "", **_har_content(request_body)}
     if response_headers is not None and row["status"] is not None:
         location = next((v for k, v in response_headers if str(k).lower() == "location"), "")
         response: dict[str, Any] = {
             "status": row["status"], "statusText": "", "httpVersion": row["http_version"] or "", "cookies": [],
             "headers": _name_values(response_headers),
-            "content": {"size": row["response_size"] or 0, "mimeType": row["response_content_type"] or "",
-                        **_har_content(row["response_body"])},
+            "content": {"size": row["response_size"] or (len(response_body or b"") if row.get("analysis") else 0),
+                        "mimeType": row["response_content_type"] or "", **_har_content(response_body)},
             "redirectURL": location, "headersSize": -1,
             "bodySize": row["response_size_wire"] if row["response_size_wire"] is not None else -1,
         }
@@ -355,7 +376,7 @@ def row_entry(row: dict[str, Any]) -> dict[str, Any]:
     meta = {key: row[key] for key in (
         "request_sha256", "request_size_wire", "request_body_truncated", "response_sha256", "response_size_wire",
         "response_body_truncated", "request_content_encoding", "client_address", "client_port", "server_port",
-        "sni", "tls_version", "sinkhole_rule", "error", "host") if row.get(key) not in (None, "", 0)}
+        "sni", "tls_version", "sinkhole_rule", "error", "host", "analysis") if row.get(key) not in (None, "", 0)}
     if row.get("_websocket"):
         entry["_resourceType"] = "websocket"
         entry["_webSocketMessages"] = [

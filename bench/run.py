@@ -133,8 +133,9 @@ def _ingest_capacity(record: HttpFlowRecord, flows: int, workers: int) -> float:
     with tempfile.TemporaryDirectory(prefix="teletap-bench-capacity-") as tmp:
         # queue_size counts records, the queue holds batches of up to 64; outside an event loop each submit
         # sends a batch of one record, so this leaves room for every record.
+        # Analysis capacity: with deferral on, the backlog this builds would only be stored, not analysed.
         front = ProcessIngest(Path(tmp) / "capacity.db", dict(findings_key=b"\x01" * 32), queue_size=64 * flows,
-                              queue_bytes=1 << 40, workers=workers, session_label="bench")
+                              queue_bytes=1 << 40, workers=workers, session_label="bench", defer_analysis=False)
         front.start()
         t0 = time.perf_counter()
         for n in range(flows):

@@ -245,3 +245,24 @@ def test_a_real_proxy_whose_ingest_was_frozen_loses_nothing_and_analyses_everyth
     assert rows(tt.db, "select items_recorded, items_unrecorded from sessions") == [
         {"items_recorded": 300, "items_unrecorded": 0}]
     assert rows(tt.db, "select count(distinct flow_id) as n from findings where kind = 'email'") == [{"n": 300}]
+
+
+def test_export_gives_a_deferred_flow_its_decoded_body_and_a_reimport_analyses_it(tmp_path: Path,
+                                                                                  pipeline: Pipeline):
+    """HAR holds bodies with content-encoding removed; a deferred flow still holds its body as sent."""
+    db, har, again = tmp_path / "t.db", tmp_path / "t.har", tmp_path / "again.db"
+    store = Store(db)
+    record = telemetry("waiting")
+    store.write([pipeline.defer(record, 1)])  # type: ignore[list-item]
+    store.close()
+    out = subprocess.run(teletap_command("export", "har", "--db", str(db), "--out", str(har)), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    (entry,) = json.loads(har.read_text())["log"]["entries"]
+    assert entry["request"]["postData"]["text"] == gzip.decompress(record.request_body.raw).decode()
+    assert entry["_teletap"]["analysis"] == "deferred"
+    assert entry["_teletap"]["request_sha256"] == rows(db, "select request_sha256 from flows")[0]["request_sha256"]
+    out = subprocess.run(teletap_command("import", str(har), "--db", str(again)), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert rows(again, "select analysis, event_count from flows") == [{"analysis": None, "event_count": 4}]
