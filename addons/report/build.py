@@ -21,8 +21,8 @@ from .scope import ALLOWED_DOCUMENTED_LEVELS, Scope, sql_text
 
 UNDOCUMENTED = "coalesce({a}signature_id, 'undocumented') = 'undocumented'"
 THIRD_PARTY = "({a}data_flow IN ('third-party', 'vendor-affiliate') OR {a}category = 'third-party-sharing')"
-# "first flow" cells: time and id of the earliest flow of a group, in one sortable, deterministic string.
 NOT_ANALYSED = "flows stored but not yet decoded or scanned for personal data (analysis deferred)"
+# "first flow" cells: time and id of the earliest flow of a group, in one sortable, deterministic string.
 FIRST_FLOW = "MIN(f.request_time || ' ' || f.id) AS first_flow"
 SEVERITY_ORDER = "CASE {c} WHEN 'high' THEN 0 WHEN 'medium' THEN 1 WHEN 'low' THEN 2 ELSE 3 END"
 
