@@ -364,7 +364,7 @@ class IngestStats:
     recorded: int = 0
     unrecorded: Counter[str] = field(default_factory=Counter)
     deferred: int = 0  # flows stored before analysis because ingest was behind (Pipeline.defer)
-    analysed_later: int = 0  # deferred flows (of any session) analysed since, while ingest was idle
+    analysed_later: int = 0  # deferred flows (of sessions analysed alike) analysed since, while ingest was idle
     awaiting_analysis: int = 0  # deferred flows in the whole database still waiting, when ingest stopped
 
     @property
@@ -416,8 +416,9 @@ class Ingest(_QueueFront):
 
     Evidence first: once the queue is ``DEFER_AT`` full, flows are stored as captured and their analysis
     (decoding, detection) deferred, as storing costs a fraction of analysing. When the queue is empty, ingest
-    analyses deferred flows, a few per transaction, oldest first and of any session, so a database left
-    with some (a kill, a stop under load) is completed by the next run.
+    analyses deferred flows, a few per transaction, oldest first: this session's, and those of earlier
+    sessions recorded with the same signatures and analysis options, so a database left with some (a kill,
+    a stop under load) is completed by the next such run.
     """
 
     DEFER_AT = 0.25
@@ -434,13 +435,17 @@ class Ingest(_QueueFront):
                  store_factory: Callable[[Path], Store] = Store, queue_obj: Any = None, dropped: Any = None,
                  parent_alive: Callable[[], bool] | None = None,
                  pool: Any = None, pool_workers: int = 1, defer_analysis: bool = True,
-                 backlog: Callable[[], float] | None = None):
+                 backlog: Callable[[], float] | None = None, analysis_options: Sequence[str] = ()):
         self.db_path = Path(db_path)
         self.pipeline = pipeline
         self.defer_analysis = defer_analysis
         # The share of the queue in use (0..1); ProcessIngest's receiver knows it for the proxy's queue.
         self._backlog = backlog or self._queue_fill
         self._catch_up_due = True  # the database may hold deferred flows from an earlier run
+        # Session options that decide how a flow is analysed: an earlier session's deferred flows are analysed
+        # here only if it was recorded with the same values (and signature set), so its session row stays true.
+        self._analysis_options = tuple(analysis_options)
+        self._catch_up_sessions: tuple[int, ...] = ()
         self._caught_up_to = 0  # rowid: flows that fail analysis are passed over until the next run
         self._catch_up_flows = self.CATCH_UP_FLOWS
         self._last_defer_log = 0.0
@@ -500,6 +505,7 @@ class Ingest(_QueueFront):
             if self._signature_rows is not None:
                 store.replace_signatures(self._signature_rows)
             self.session_id = store.start_session(**self._session_args)
+            self._catch_up_sessions = self._same_analysis_sessions(store)
         except BaseException as e:
             self._start_error = e
             self._ready.set()
@@ -521,6 +527,24 @@ class Ingest(_QueueFront):
                           "in the shutdown report", self.session_id, self.db_path,
                           explain_write_error(self.db_path, e))
             store.close()
+
+    def _same_analysis_sessions(self, store: Store) -> tuple[int, ...]:
+        """This session and earlier ones recorded with the same signature set and analysis options."""
+        def analysis(options: Any) -> Any:
+            return json.loads(json.dumps({k: options.get(k) for k in self._analysis_options}, default=str))
+
+        mine = analysis(self._session_args["options"])
+        same = []
+        for session_id, options, signature_set_hash in store.conn.execute(
+                "SELECT id, options, signature_set_hash FROM sessions"):
+            try:
+                theirs = json.loads(options or "{}")
+            except ValueError:
+                continue
+            if (signature_set_hash == self._session_args["signature_set_hash"] and isinstance(theirs, dict)
+                    and analysis(theirs) == mine):
+                same.append(session_id)
+        return tuple(same)
 
     def _queue_fill(self) -> float:
         maxsize = getattr(self.queue, "maxsize", 0)
@@ -619,11 +643,13 @@ class Ingest(_QueueFront):
             self._add(outcomes)
 
     def _catch_up(self, store: Store) -> None:
-        """Analyse a few deferred flows (oldest first, of any session); called only when nothing waits."""
+        """Analyse a few deferred flows (oldest first, of sessions analysed alike); only when nothing waits."""
         try:
+            sessions = ",".join(map(str, self._catch_up_sessions)) or "NULL"
             rows = store.conn.execute(
-                "SELECT rowid AS teletap_rowid, * FROM flows WHERE analysis = ? AND rowid > ? ORDER BY rowid "
-                "LIMIT ?", (ANALYSIS_DEFERRED, self._caught_up_to, self._catch_up_flows)).fetchall()
+                f"SELECT rowid AS teletap_rowid, * FROM flows WHERE analysis = ? AND session_id IN ({sessions}) "
+                "AND rowid > ? ORDER BY rowid LIMIT ?",
+                (ANALYSIS_DEFERRED, self._caught_up_to, self._catch_up_flows)).fetchall()
             if not rows:
                 if any(isinstance(i, FlowRows) and i.flow.get("analysis") for i in self._pending):
                     self._flush_pending(store)  # the flows to catch up on are still to be written

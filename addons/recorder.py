@@ -25,11 +25,14 @@ from .store import StoreError, connect
 
 log = logging.getLogger("teletap")
 
-# Options whose change needs a new pipeline (signatures, identifiers, detection settings).
-_PIPELINE_OPTIONS = {"teletap_signatures", "teletap_identifiers", "teletap_findings_store_clear",
+# Options that decide how a flow is analysed: a run analyses the deferred flows of earlier sessions only if
+# they were recorded with the same values.
+_ANALYSIS_OPTIONS = ("teletap_signatures", "teletap_identifiers", "teletap_findings_store_clear",
                      "teletap_blank_findings", "teletap_findings_key", "teletap_max_body",
-                     "teletap_max_response_body", "teletap_db", "teletap_ingest_workers",
-                     "teletap_defer_analysis"}
+                     "teletap_max_response_body")
+
+# Options whose change needs a new pipeline and session.
+_PIPELINE_OPTIONS = {*_ANALYSIS_OPTIONS, "teletap_db", "teletap_ingest_workers", "teletap_defer_analysis"}
 
 # mitmproxy options worth keeping in the session row: they describe how the evidence was gathered.
 _RECORDED_MITMPROXY_OPTIONS = ("mode", "listen_host", "listen_port", "ignore_hosts", "allow_hosts",
@@ -154,6 +157,7 @@ class Recorder:
             session_label=opts.teletap_session or None, session_options=session_options,
             signature_set_hash=self.sigset.hash, signature_rows=signature_rows(self.sigset),
             mitmproxy_version=mitmproxy_version.VERSION, defer_analysis=opts.teletap_defer_analysis,
+            analysis_options=_ANALYSIS_OPTIONS,
         )
         try:
             session_id = ingest.start()
@@ -185,8 +189,8 @@ class Recorder:
         if stats.awaiting_analysis:
             summary += (f"\nteletap: {stats.awaiting_analysis} stored flow(s) in {ingest.db_path} are not yet "
                         "decoded or scanned for personal data (flows.analysis = 'deferred'); the next run "
-                        f"on it analyses them, or now: teletap redecode --deferred --db {ingest.db_path} "
-                        "(with this run's --signatures and --identifiers)")
+                        "on it with the same signatures and options analyses them, or now: teletap redecode "
+                        f"--deferred --db {ingest.db_path} (with this run's --signatures and --identifiers)")
         _operator(summary)
 
 

@@ -168,6 +168,33 @@ def test_the_next_run_analyses_what_an_earlier_run_left_deferred(tmp_path: Path,
     assert rows(db, "select count(*) as n from events") == [{"n": 5 * 4}]
 
 
+def test_a_session_recorded_with_other_settings_keeps_its_deferred_flows_for_redecode(tmp_path: Path,
+                                                                                   pipeline: Pipeline):
+    """A session row says which signatures and options analysed its flows: a run with other ones must not
+    analyse them behind its back. They wait for an explicit `teletap redecode --deferred`."""
+    db = tmp_path / "t.db"
+    store = Store(db)
+    options = {"teletap_identifiers": "/etc/teletap/ids.csv", "teletap_session": "old"}
+    same = store.start_session(label="same", kind="live", options=options, signature_set_hash="s1",
+                               mitmproxy_version=None)
+    other_sigs = store.start_session(label="other signatures", kind="live", options=options,
+                                     signature_set_hash="s0", mitmproxy_version=None)
+    other_ids = store.start_session(label="other identifiers", kind="live", signature_set_hash="s1",
+                                    options={**options, "teletap_identifiers": ""}, mitmproxy_version=None)
+    store.write([pipeline.defer(telemetry(f"flow{s}"), s) for s in (same, other_sigs, other_ids)])  # type: ignore[misc]
+    store.close()
+    ingest = Ingest(db, pipeline, session_label="next", signature_set_hash="s1",
+                    session_options={**options, "teletap_session": "new label, same analysis"},
+                    analysis_options=("teletap_identifiers", "teletap_max_body"))
+    ingest.start()
+    assert wait_for(lambda: rows(db, "select analysis from flows where id = ?", (f"flow{same}",))
+                    == [{"analysis": None}])
+    stats = ingest.stop()
+    assert stats.analysed_later == 1 and stats.awaiting_analysis == 2
+    assert rows(db, "select id from flows where analysis = 'deferred' order by id") == [
+        {"id": f"flow{other_sigs}"}, {"id": f"flow{other_ids}"}]
+
+
 def test_redecode_deferred_touches_only_deferred_flows(tmp_path: Path, pipeline: Pipeline):
     db = tmp_path / "t.db"
     store = Store(db)
