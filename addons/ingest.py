@@ -234,7 +234,8 @@ class Pipeline:
         return {
             "id": r.id, "session_id": session_id, "request_time": iso(r.request_time),
             "response_time": iso(r.response_time),
-            "duration_ms": round((r.response_time - r.request_time) * 1000, 3) if r.response_time else None,
+            "duration_ms": r.duration_ms if r.duration_ms is not None else (
+                round((r.response_time - r.request_time) * 1000, 3) if r.response_time else None),
             "client_address": r.client_address, "client_port": r.client_port,
             "server_address": r.server_address, "server_port": r.server_port, "scheme": r.scheme,
             "host": r.host, "port": r.port, "method": r.method, "path": r.path, "query": r.query, "url": r.url,

@@ -51,6 +51,9 @@ class HttpFlowRecord:
     tls_version: str | None = None
     sni: str | None = None
     source: str = "live"
+    # A flow read back from the store (redecode, deferred analysis) keeps its recorded duration: the stored
+    # times are whole milliseconds, and recomputing from them would rewrite the evidence.
+    duration_ms: float | None = None
 
 
 @dataclass(slots=True)

@@ -65,6 +65,7 @@ def flow_record_from_row(row: Mapping[str, Any]) -> HttpFlowRecord:
         response_headers=_headers(row["response_headers"]), request_body=request_body,
         response_body=response_body, error=row["error"], sinkhole_rule=row["sinkhole_rule"],
         tls_version=row["tls_version"], sni=row["sni"], source=row["source"] or "live",
+        duration_ms=row["duration_ms"],
     )
 
 

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from teletap.ingest import Ingest, Pipeline, PipelineConfig, build_pipeline
 from teletap.records import Body, HttpFlowRecord
@@ -293,3 +295,71 @@ def test_export_gives_a_deferred_flow_its_decoded_body_and_a_reimport_analyses_i
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert rows(again, "select analysis, event_count from flows") == [{"analysis": None, "event_count": 4}]
+
+
+# -- property: for any flow, analysis later gives the rows analysis now would have given ----------------------
+
+_EVENTS = [b'{"name":"Office.A","time":"2026-11-25T10:00:00Z","iKey":"o:1","data":{"user":"jane.doe@example.invalid"}}',
+           b'{"name":"Office.B","ver":"4.0","ext":{"device":{"localId":"s:0A1B2C3D-0000-4000-8000-00000000F00D"}}}',
+           b'{"baseType":"EventData","baseData":{"name":"x","properties":{"mail":"bob@example.invalid"}}}',
+           b"not json at all \x00\xff", b"", b"\x1f\x8b\x08\x00broken gzip"]
+
+
+def _encode(data: bytes, encoding: str) -> bytes:
+    import zlib
+
+    if encoding == "gzip":
+        return gzip.compress(data)
+    if encoding == "deflate":
+        return zlib.compress(data)[2:-4]  # raw deflate, as 1DS C++ sends it
+    return data
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    store = Store(tmp_path_factory.mktemp("property") / "t.db")
+    yield store
+    store.close()
+
+
+def _row(store: Store, item: FlowRows) -> dict:
+    store.write([item])
+    (row,) = store.conn.execute("SELECT * FROM flows WHERE id = ?", (item.flow["id"],)).fetchall()
+    return dict(row)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.sampled_from(_EVENTS), min_size=0, max_size=4), garbage=st.binary(max_size=64),
+       encoding=st.sampled_from(["gzip", "deflate", "", "gzip"]), label=st.booleans(),
+       path=st.sampled_from(["/OneCollector/1.0/", "/v2/track", "/api/upload"]),
+       query=st.sampled_from(["", "cors=true&content-encoding=gzip", "apikey=k&w=1",
+                              "user=jane.doe%40example.invalid"]),
+       ctype=st.sampled_from(["application/x-json-stream", "application/json", "application/octet-stream", ""]),
+       request_ms=st.integers(0, 10**6), duration_us=st.integers(0, 10**7))
+def test_analysis_later_equals_analysis_now(scratch: Store, pipeline: Pipeline, lines, garbage, encoding, label,
+                                            path, query, ctype, request_ms, duration_us):
+    from hypothesis import assume
+
+    from teletap.redecode import reanalyse
+
+    raw = _encode(b"\n".join(lines) + garbage, encoding)
+    headers = [("Content-Type", ctype)] if ctype else []
+    if encoding and label:
+        headers.append(("Content-Encoding", encoding))
+    start = 1_764_064_800 + request_ms / 1000 + 0.0004  # not whole milliseconds, as clocks are
+    url = f"https://self.events.data.microsoft.com{path}" + (f"?{query}" if query else "")
+    record = HttpFlowRecord(
+        id=f"p{request_ms}-{duration_us}", request_time=start, response_time=start + duration_us / 1e6,
+        client_address="127.0.0.1", client_port=50001, server_address="127.0.0.1", server_port=443, scheme="https",
+        host="self.events.data.microsoft.com", port=443, method="POST", path=path, query=query, url=url,
+        http_version="HTTP/1.1", status=200, request_headers=headers, response_headers=[("Content-Encoding", "gzip")],
+        request_body=Body(raw=raw, size_wire=len(raw)),
+        response_body=Body(raw=gzip.compress(b'{"acc":1}'), size_wire=29))
+    deferred = pipeline.defer(record, 1)
+    assume(deferred is not None)
+    now = pipeline.process(record, 1)
+    (later,) = reanalyse(pipeline, [_row(scratch, deferred)])
+    assert isinstance(now, FlowRows) and isinstance(later, FlowRows)
+    assert later.flow == now.flow
+    assert later.events == now.events
+    assert later.findings == now.findings
