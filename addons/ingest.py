@@ -38,7 +38,7 @@ from .records import (
     Record,
     WebSocketMessageRecord,
 )
-from .redecode import reanalyse
+from .redecode import reanalyse, records_from_rows
 from .schema import ANALYSIS_DEFERRED
 from .store import FlowRows, Item, Row, Store, explain_write_error, iso
 
@@ -453,7 +453,8 @@ class Ingest(_QueueFront):
         # With a pool (teletap.pool), records are processed there, a few batches at a time, and their rows
         # collected here in the order the batches arrived, so a flow's later version is written last.
         self._pool = pool
-        self._processing: deque[tuple[int, Any]] = deque()  # (records, future), oldest first
+        # (records, future, analysed later: a catch-up batch), oldest first
+        self._processing: deque[tuple[int, Any, bool]] = deque()
         self._max_processing = 2 * max(1, pool_workers)
         self._pending: list[Item] = []
         self._pending_bytes = 0
@@ -585,7 +586,7 @@ class Ingest(_QueueFront):
                         records.append(one)
                 if records:
                     self._process(records)
-            self._collect(wait_all=stopping)
+            self._collect(store, wait_all=stopping)
             # Bounded by count and by stored bytes: 500 flows with 1 MiB bodies would otherwise sit in memory.
             if self._pending and (stopping or len(self._pending) >= self.batch_size
                                   or self._pending_bytes >= self.batch_bytes
@@ -605,7 +606,8 @@ class Ingest(_QueueFront):
             return
         if self._pool is not None:
             try:
-                self._processing.append((len(records), self._pool.submit(process_batch, records, self.session_id)))
+                self._processing.append((len(records), self._pool.submit(process_batch, records, self.session_id),
+                                         False))
                 return
             except Exception as e:  # the pool is broken (a worker was killed): carry on without it
                 self._pool_failed(e)
@@ -639,49 +641,96 @@ class Ingest(_QueueFront):
             # Behind batches still in the pool: written after them, so a flow's later version still wins.
             done: Future[list[Item | Failed]] = Future()
             done.set_result(outcomes)
-            self._processing.append((len(records), done))
+            self._processing.append((len(records), done, False))
         else:
             self._add(outcomes)
 
     def _catch_up(self, store: Store) -> None:
-        """Analyse a few deferred flows (oldest first, of sessions analysed alike); only when nothing waits."""
+        """Analyse a few deferred flows (oldest first, of sessions analysed alike); only when nothing waits.
+
+        With a worker pool they are analysed there, a pool's worth of batches at a time, and written when
+        collected, before anything that arrived after them; without, here and now, before what is pending.
+        Either way a newer version of a flow is written after, and wins.
+        """
+        # With a pool: as many batches as the pool takes at once (more would make _collect wait for them).
+        limit = self.CATCH_UP_FLOWS * self._max_processing if self._pool is not None else self._catch_up_flows
+        if self._pool is not None and self._pending:
+            # Their results are written after what is pending now: so that must be in the database (and read
+            # below) first, or an older version of a flow could overwrite a newer one.
+            self._flush_pending(store)
         try:
             sessions = ",".join(map(str, self._catch_up_sessions)) or "NULL"
             rows = store.conn.execute(
                 f"SELECT rowid AS teletap_rowid, * FROM flows WHERE analysis = ? AND session_id IN ({sessions}) "
-                "AND rowid > ? ORDER BY rowid LIMIT ?",
-                (ANALYSIS_DEFERRED, self._caught_up_to, self._catch_up_flows)).fetchall()
-            if not rows:
-                if any(isinstance(i, FlowRows) and i.flow.get("analysis") for i in self._pending):
-                    self._flush_pending(store)  # the flows to catch up on are still to be written
-                else:
-                    self._catch_up_due = False
-                return
-            self._caught_up_to = rows[-1]["teletap_rowid"]
-            # Pending rows are written after these, so a newer version of a flow still wins.
-            items = reanalyse(self.pipeline, rows)
+                "AND rowid > ? ORDER BY rowid LIMIT ?", (ANALYSIS_DEFERRED, self._caught_up_to, limit)).fetchall()
+        except Exception as e:
+            self._catch_up_failed(e)
+            return
+        if not rows:
+            if any(isinstance(i, FlowRows) and i.flow.get("analysis") for i in self._pending):
+                self._flush_pending(store)  # the flows to catch up on are still to be written
+            else:
+                self._catch_up_due = False
+            return
+        self._caught_up_to = rows[-1]["teletap_rowid"]
+        if self._pool is not None and self._catch_up_in_pool(rows):
+            return
+        self._write_later(store, reanalyse(self.pipeline, rows))
+        self._catch_up_flows = min(2 * self._catch_up_flows, self.CATCH_UP_MAX)
+
+    def _catch_up_in_pool(self, rows: list[Any]) -> bool:
+        """Hand deferred rows to the pool, one batch per session and CATCH_UP_FLOWS; False if it is broken."""
+        batches: list[tuple[int, list[Record]]] = []
+        for session_id, records in records_from_rows(rows):
+            for start in range(0, len(records), self.CATCH_UP_FLOWS):
+                batches.append((session_id, records[start:start + self.CATCH_UP_FLOWS]))
+        try:
+            for session_id, records in batches:
+                future = self._pool.submit(process_batch, records, session_id)  # type: ignore[union-attr]
+                self._processing.append((len(records), future, True))
+        except Exception as e:
+            self._pool_failed(e)
+            return False  # analysed here instead; any batch already out is written twice, alike
+        return True
+
+    def _write_later(self, store: Store, outcomes: list[Item | Failed]) -> None:
+        """Write deferred flows now analysed, in a transaction of their own: they are not new items."""
+        items = [o for o in outcomes if not isinstance(o, Failed)]
+        for failed in (o for o in outcomes if isinstance(o, Failed)):
+            log.error("teletap: a deferred flow could not be analysed and stays stored as it is: %s: %s",
+                      failed.error_type, failed.detail)
+        try:
             store.write(items)
             self.stats.analysed_later += len(items)
-            self._catch_up_flows = min(2 * self._catch_up_flows, self.CATCH_UP_MAX)
         except Exception as e:
-            # The flows stay stored, marked deferred: the next run or `teletap redecode --deferred` analyses them.
-            self._catch_up_due = False
-            log.error("teletap: analysing deferred flows in %s failed (%s); they stay stored unanalysed until "
-                      "the next run or `teletap redecode --deferred`", self.db_path,
-                      explain_write_error(self.db_path, e))
+            self._catch_up_failed(e)
 
-    def _collect(self, wait_all: bool) -> None:
+    def _catch_up_failed(self, e: BaseException) -> None:
+        # The flows stay stored, marked deferred: the next run or `teletap redecode --deferred` analyses them.
+        self._catch_up_due = False
+        log.error("teletap: analysing deferred flows in %s failed (%s); they stay stored unanalysed until "
+                  "the next run or `teletap redecode --deferred`", self.db_path, explain_write_error(self.db_path, e))
+
+    def _collect(self, store: Store, wait_all: bool) -> None:
         """Take processed batches back in order: finished ones, and the oldest while too many are out."""
         while self._processing:
-            count, future = self._processing[0]
+            count, future, analysed_later = self._processing[0]
             if not (wait_all or future.done() or len(self._processing) > self._max_processing):
                 return
             self._processing.popleft()
             try:
-                self._add(future.result())
+                outcomes = future.result()
             except Exception as e:
-                self._count_error(f"ingest error: {type(e).__name__}", _first_error_line(e), count)
+                if not analysed_later:  # a catch-up batch's flows are still stored, deferred
+                    self._count_error(f"ingest error: {type(e).__name__}", _first_error_line(e), count)
                 self._pool_failed(e)
+                continue
+            if analysed_later:
+                if self._pending:
+                    self._flush_pending(store)  # what came before it, first
+                self._write_later(store, outcomes)
+            else:
+                self._add(outcomes)
 
     def _pool_failed(self, e: BaseException) -> None:
         if self._pool is not None:

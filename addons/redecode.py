@@ -76,9 +76,28 @@ def reanalyse(pipeline: Pipeline, rows: Iterable[Mapping[str, Any]]) -> list[Ite
         try:
             items.append(pipeline.process(flow_record_from_row(row), row["session_id"]))
         except Exception as e:  # the pipeline guards its stages; this is a bug, and must not stop the rest
-            log.error("teletap: flow %s could not be analysed again and is left as stored: %s: %s",
-                      row["id"], type(e).__name__, str(e)[:300])
+            _left_as_stored(row, e)
     return items
+
+
+def records_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[tuple[int, list[HttpFlowRecord]]]:
+    """Stored flow rows as records, grouped by session in their order (for a worker pool to analyse)."""
+    groups: list[tuple[int, list[HttpFlowRecord]]] = []
+    for row in rows:
+        try:
+            record = flow_record_from_row(row)
+        except Exception as e:  # a row this teletap cannot read back: it stays as it is
+            _left_as_stored(row, e)
+            continue
+        if not groups or groups[-1][0] != row["session_id"]:
+            groups.append((row["session_id"], []))
+        groups[-1][1].append(record)
+    return groups
+
+
+def _left_as_stored(row: Mapping[str, Any], e: Exception) -> None:
+    log.error("teletap: flow %s could not be analysed again and is left as stored: %s: %s",
+              row["id"], type(e).__name__, str(e)[:300])
 
 
 def redecode(db_path: Path, pipeline: Pipeline, *, session: int | None = None, deferred_only: bool = False,

@@ -170,6 +170,45 @@ def test_the_next_run_analyses_what_an_earlier_run_left_deferred(tmp_path: Path,
     assert rows(db, "select count(*) as n from events") == [{"n": 5 * 4}]
 
 
+def test_with_a_worker_pool_the_catch_up_runs_in_the_pool_and_keeps_the_order_of_versions(tmp_path: Path,
+                                                                                        pipeline: Pipeline):
+    """--ingest-workers: deferred flows are analysed by the pool's processes, and a newer version of a flow
+    that arrives meanwhile is still the one stored."""
+    import dataclasses
+
+    from teletap.pool import make_pool
+
+    db = tmp_path / "t.db"
+    store = Store(db)
+    earlier = store.start_session(label="killed", kind="live", options={}, signature_set_hash=None,
+                                  mitmproxy_version=None)
+    store.write([pipeline.defer(telemetry(f"old{i:03}"), earlier) for i in range(150)])  # type: ignore[misc]
+    store.close()
+    pool = make_pool(pipeline, 2)
+    assert pool is not None
+
+    class PoolOnly(Pipeline):
+        """Ingest's own pipeline: analysing here instead of in the pool would fail the test."""
+
+        def process(self, record, session_id):  # type: ignore[override]
+            raise AssertionError("analysed in the ingest process, not in the pool")
+
+    here = PoolOnly(matcher=pipeline.matcher, config=pipeline.config)
+    ingest = Ingest(db, here, session_label="next", pool=pool, pool_workers=2, flush_interval=0.05)
+    try:
+        ingest.start()
+        # the flow a catch-up batch is analysing is answered again, with an error this time: the later version
+        ingest.submit(dataclasses.replace(telemetry("old149"), status=None, error="connection reset"))
+        assert wait_for(lambda: rows(db, "select count(*) as n from flows where analysis is null")[0]["n"] == 150)
+        stats = ingest.stop()
+    finally:
+        pool.shutdown()
+    assert stats.analysed_later in (149, 150) and stats.awaiting_analysis == 0 and stats.recorded == 1
+    assert rows(db, "select status, error from flows where id = 'old149'") == [
+        {"status": None, "error": "connection reset"}]
+    assert rows(db, "select count(*) as n from events") == [{"n": 150 * 4}]
+
+
 def test_a_session_recorded_with_other_settings_keeps_its_deferred_flows_for_redecode(tmp_path: Path,
                                                                                    pipeline: Pipeline):
     """A session row says which signatures and options analysed its flows: a run with other ones must not
