@@ -184,8 +184,8 @@ class Recorder:
             reasons = ", ".join(f"{n} {reason}" for reason, n in stats.unrecorded.most_common())
             summary += f"; {stats.unrecorded_total} item(s) NOT recorded ({reasons})"
         if stats.deferred or stats.analysed_later:
-            summary += (f"\nteletap: ingest fell behind: {stats.deferred} flow(s) were stored first and analysed "
-                        f"later; {stats.analysed_later} deferred flow(s) analysed while idle")
+            summary += (f"\nteletap: ingest fell behind: {stats.deferred} flow(s) were stored first, their analysis "
+                        f"deferred; {stats.analysed_later} deferred flow(s) analysed while idle")
         if stats.awaiting_analysis:
             summary += (f"\nteletap: {stats.awaiting_analysis} stored flow(s) in {ingest.db_path} are not yet "
                         "decoded or scanned for personal data (flows.analysis = 'deferred'); the next run "
