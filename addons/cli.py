@@ -314,7 +314,7 @@ def _forget_after_startup(path: Path) -> Any:
 
 def _pipeline_or_fail(db_path: Path, signature_paths: tuple[str, ...], identifiers: str | None,
                       store_clear: bool = False) -> Any:
-    from .ingest import build_pipeline
+    from .pipeline import build_pipeline
     from .recorder import findings_key
 
     try:

@@ -62,7 +62,7 @@ def import_(files: tuple[Path, ...], db: str, label: str, fmt: str, signature_pa
     replaces its rows (no duplicates); an interrupted import is completed by running it again.
     """
     from .importer import DEFAULT_MAX_ENTRY_BYTES, FileInfo, import_files
-    from .ingest import build_pipeline
+    from .pipeline import build_pipeline
     from .recorder import findings_key as load_findings_key
     from .store import StoreError, connect
 

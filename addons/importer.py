@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .har import HarEntryError, entry_record, websocket_records
-from .ingest import Pipeline, record_bytes, stored_bytes
+from .ingest import record_bytes
+from .pipeline import Pipeline, stored_bytes
 from .pool import make_pool, process_chunk
 from .records import ConnectionRecord, Record, WebSocketMessageRecord
 from .store import FlowRows, Item, Row, Store

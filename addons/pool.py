@@ -9,8 +9,9 @@ from __future__ import annotations
 import signal
 from typing import TYPE_CHECKING, Any
 
+from .pipeline import Failed, Pipeline, process_each
+
 if TYPE_CHECKING:
-    from .ingest import Failed, Pipeline
     from .records import Record
     from .store import Item
 
@@ -38,9 +39,7 @@ def process_chunk(chunk: list[list[Record]], session_id: int) -> list[list[Item]
 
 
 def process_batch(records: list[Record], session_id: int) -> list[Item | Failed]:
-    """Live ingest: ``ingest.process_each`` in a pool worker."""
-    from .ingest import process_each  # here, not at the top: ingest imports this module
-
+    """Live ingest: ``pipeline.process_each`` in a pool worker."""
     assert _worker_pipeline is not None
     return process_each(_worker_pipeline, records, session_id)
 

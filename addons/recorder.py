@@ -18,7 +18,8 @@ from typing import Any
 from mitmproxy import ctx, exceptions
 from mitmproxy import version as mitmproxy_version
 
-from .ingest import Pipeline, PipelineConfig, ProcessIngest, build_pipeline
+from .ingest import ProcessIngest
+from .pipeline import Pipeline, PipelineConfig, build_pipeline
 from .pool import MAX_INGEST_WORKERS
 from .records import Record
 from .store import StoreError, connect

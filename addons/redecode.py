@@ -22,7 +22,7 @@ from .schema import ANALYSIS_DEFERRED
 from .store import FlowRows, Item, Store
 
 if TYPE_CHECKING:
-    from .ingest import Pipeline
+    from .pipeline import Pipeline
 
 log = logging.getLogger("teletap")
 

@@ -146,7 +146,7 @@ def measure_pipeline(seconds: float = 6.0, verbose: bool = True) -> dict[str, fl
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_proxy import telemetry_batch
 
-    from teletap.ingest import build_pipeline
+    from teletap.pipeline import build_pipeline
     from teletap.records import Body, HttpFlowRecord
 
     body = telemetry_batch(PIPELINE_EVENTS)

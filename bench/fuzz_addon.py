@@ -7,7 +7,7 @@ protobuf, OneSettings/ECS responses) a seeded generator mutates valid bodies (tr
 insertions, splices, random bytes, deep nesting, huge lengths, lone surrogates, NaN) and wraps them in
 gzip/deflate/br/zstd/base64 (also stacked, mislabelled and corrupted) or swaps in a decompression bomb.
 Each body goes through ``teletap.capture.Capture`` hooks on a mitmproxy ``tflow`` (as the proxy calls
-them), then ``teletap.ingest.Pipeline.process`` (decode → match → detect, with the bundled signatures and
+them), then ``teletap.pipeline.Pipeline.process`` (decode → match → detect, with the bundled signatures and
 catalogue), and the rows are written with ``teletap.store.Store`` in batches.
 
 Counted per family: exceptions escaping a hook, the pipeline or the store (must be 0); errors a guard
@@ -44,7 +44,7 @@ from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
 from teletap.capture import Capture
-from teletap.ingest import Pipeline, build_pipeline
+from teletap.pipeline import Pipeline, build_pipeline
 from teletap.records import HttpFlowRecord, Record
 from teletap.store import Store
 from tests.bond_encoder import Prop, encode, record, ticks_from_unix_ms

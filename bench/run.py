@@ -48,7 +48,8 @@ import bench_memory
 import bench_proxy
 import bench_serve
 
-from teletap.ingest import ProcessIngest, build_pipeline
+from teletap.ingest import ProcessIngest
+from teletap.pipeline import build_pipeline
 from teletap.records import Body, HttpFlowRecord
 from teletap.store import FlowRows, Store
 

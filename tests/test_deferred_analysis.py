@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from teletap.ingest import Ingest, Pipeline, PipelineConfig, build_pipeline
+from teletap.ingest import Ingest
+from teletap.pipeline import Pipeline, PipelineConfig, build_pipeline
 from teletap.records import Body, HttpFlowRecord
 from teletap.redecode import redecode
 from teletap.store import FlowRows, Store

@@ -49,7 +49,7 @@ def test_non_utf8_header_bytes_are_storable() -> None:
 
 def test_json_with_an_escaped_lone_surrogate_is_storable(tmp_path: Path) -> None:
     # a JavaScript SDK that cuts a UTF-16 string between the halves of a pair sends exactly this
-    from teletap.ingest import build_pipeline
+    from teletap.pipeline import build_pipeline
     from teletap.records import Body, HttpFlowRecord
     from teletap.store import Store
 

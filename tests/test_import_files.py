@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from teletap.cli import main
 from teletap.importer import CaptureFileError, check, import_files
-from teletap.ingest import Pipeline
+from teletap.pipeline import Pipeline
 
 from .support import rows
 
@@ -46,7 +46,7 @@ def har(*entries: dict, creator: str = "test") -> bytes:
 
 
 def pipeline() -> Pipeline:
-    from teletap.ingest import build_pipeline
+    from teletap.pipeline import build_pipeline
 
     return build_pipeline(findings_key=b"k" * 32)[0]
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from teletap.decoders import Limits
-from teletap.ingest import Ingest, Pipeline, PipelineConfig
+from teletap.ingest import Ingest
+from teletap.pipeline import Pipeline, PipelineConfig
 from teletap.records import Body, ConnectionRecord, DnsRecord, HttpFlowRecord, WebSocketMessageRecord
 from teletap.signatures import Matcher, SignatureSet
 from teletap.store import FlowRows, Row, Store
