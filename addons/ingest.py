@@ -654,7 +654,8 @@ class _Receiver:
         except NotImplementedError:  # macOS has no sem_getvalue(); the bytes still tell
             waiting = 0
         waiting += self._ready.qsize()
-        return max(waiting / self._capacity_batches, self._inflight.value / self._capacity_bytes)
+        # Read without the lock the proxy takes per batch: an estimate needs no consistency.
+        return max(waiting / self._capacity_batches, self._inflight.get_obj().value / self._capacity_bytes)
 
     def get(self, timeout: float | None = None) -> Any:
         size, item = self._ready.get(timeout=timeout)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import signal
 from typing import TYPE_CHECKING, Any
 
-from .pipeline import Failed, Pipeline, process_each
+from .pipeline import process_each
 
 if TYPE_CHECKING:
+    from .pipeline import Failed, Pipeline
     from .records import Record
     from .store import Item
 

@@ -90,15 +90,17 @@ def measure(kind: str, args: argparse.Namespace, port: int, upstream: int, workd
     time.sleep(1)
     os.killpg(proc.pid, signal.SIGSTOP)
     without, with_, ratios = [], [], []
+
+    def slice_rps() -> float:
+        time.sleep(0.3)  # the neighbour's pause or resume settles
+        return bench_proxy.run_wrk(port, upstream, body=body, connections=20, seconds=args.slice,
+                                   content_type=ctype, workdir=workdir, warm_up=False).rps
+
     try:
         for _ in range(args.pairs):
-            time.sleep(0.3)
-            off = bench_proxy.run_wrk(port, upstream, body=body, connections=20, seconds=args.slice,
-                                      content_type=ctype, workdir=workdir, warm_up=False).rps
+            off = slice_rps()
             os.killpg(proc.pid, signal.SIGCONT)
-            time.sleep(0.3)
-            on = bench_proxy.run_wrk(port, upstream, body=body, connections=20, seconds=args.slice,
-                                     content_type=ctype, workdir=workdir, warm_up=False).rps
+            on = slice_rps()
             os.killpg(proc.pid, signal.SIGSTOP)
             without.append(off)
             with_.append(on)

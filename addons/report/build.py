@@ -81,7 +81,7 @@ UNION ALL SELECT 7, 'flows to third parties', COUNT(*) FROM scope_flows WHERE {t
 UNION ALL SELECT 8, 'connections whose payload was not observable', COUNT(*) FROM scope_connections
   WHERE observable = 0
 UNION ALL SELECT 9, 'items not recorded (whole sessions)', coalesce(SUM(items_unrecorded), 0) FROM scope_sessions
-UNION ALL SELECT 10, {sql_text(NOT_ANALYSED)}, COUNT(*) FROM scope_flows WHERE analysis = '{ANALYSIS_DEFERRED}'
+UNION ALL SELECT 10, {sql_text(NOT_ANALYSED)}, COUNT(*) FROM scope_flows WHERE analysis = {sql_text(ANALYSIS_DEFERRED)}
 UNION ALL SELECT 11, 'WebSocket messages', COUNT(*) FROM scope_websocket
 UNION ALL SELECT 12, 'DNS queries', COUNT(*) FROM scope_dns
 UNION ALL SELECT 13, 'first request', coalesce(MIN(request_time), '') FROM scope_flows
@@ -351,13 +351,13 @@ UNION ALL SELECT 4, 'flows answered by teletap itself (sinkhole: nothing left)',
 UNION ALL SELECT 5, 'sessions not closed cleanly', COUNT(*) FROM scope_sessions WHERE coalesce(ended, '') = ''
 UNION ALL SELECT 6, 'items not recorded (ingest queue full, write errors)', coalesce(SUM(items_unrecorded), 0)
   FROM scope_sessions
-UNION ALL SELECT 7, {sql_text(NOT_ANALYSED)}, COUNT(*) FROM scope_flows WHERE analysis = '{ANALYSIS_DEFERRED}'
+UNION ALL SELECT 7, {sql_text(NOT_ANALYSED)}, COUNT(*) FROM scope_flows WHERE analysis = {sql_text(ANALYSIS_DEFERRED)}
 ORDER BY n""",
             description="A truncated body was hashed in full (SHA-256 covers every byte sent) but only its first "
                         "part is stored and searched. Flows not yet analysed were stored while ingest was behind: "
                         "their bodies are kept as sent, but no events or findings of theirs are in this report "
-                        "until `teletap redecode --deferred` (or the next `teletap run` on the database) has "
-                        "analysed them."))
+                        "until `teletap redecode --deferred`, or the next `teletap run` on the database with the "
+                        "same signatures and options, has analysed them."))
         s.tables.append(self.table(
             "unrecorded", "Sessions with unrecorded items", """
 SELECT id AS session, coalesce(label, '') AS label, items_unrecorded, coalesce(unrecorded_reasons, '') AS reasons
