@@ -120,13 +120,15 @@ def main() -> None:
                     print(f"  {name}: {line}")
             nginx.terminate()
             nginx.wait(10)
-    print(f"\n{'variant':<12} {'ratio of sums':>13} {'median':>7} {'IQR':>13} {'CPU/request':>12}   (over mitmdump)")
+    print(f"\n{'variant':<12} {'ratio of sums':>13} {'95 % interval':>13} {'median':>7} {'IQR':>13} "
+          f"{'CPU/request':>12}   (over mitmdump)")
     base_cpu = statistics.median(cpu["mitmdump"])
     for name in names[1:]:
         ratios = [t / m for t, m in zip(rps[name], rps["mitmdump"], strict=True) if m]
         q1, _, q3 = statistics.quantiles(ratios, n=4)
-        print(f"{name:<12} {sum(rps[name]) / sum(rps['mitmdump']):13.3f} {statistics.median(ratios):7.3f} "
-              f"{q1:6.3f}–{q3:.3f} {statistics.median(cpu[name]) / base_cpu:12.3f}")
+        low, high = bench_proxy.ratio_interval(rps[name], rps["mitmdump"])
+        print(f"{name:<12} {sum(rps[name]) / sum(rps['mitmdump']):13.3f} {low:6.3f}–{high:.3f} "
+              f"{statistics.median(ratios):7.3f} {q1:6.3f}–{q3:.3f} {statistics.median(cpu[name]) / base_cpu:12.3f}")
 
 
 if __name__ == "__main__":

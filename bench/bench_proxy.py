@@ -21,6 +21,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -287,10 +288,37 @@ class CaseSummary:
     unrecorded_warnings: list[str] = field(default_factory=list)
     proxy_cpu: dict[str, float] = field(default_factory=dict)  # share of a core, mean over rounds
     worker_cpu: float = 0.0  # teletap's ingest worker, share of a core
+    rounds: dict[str, list[float]] = field(default_factory=dict)  # requests/s of each round, in order
 
     @property
     def ratio(self) -> float:
         return self.rps["teletap"] / self.rps["mitmdump"] if self.rps["mitmdump"] else float("nan")
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return ratio_interval(self.rounds["teletap"], self.rounds["mitmdump"])
+
+
+def ratio_interval(values: Sequence[float], baseline: Sequence[float], level: float = 0.95,
+                   resamples: int = 4000) -> tuple[float, float]:
+    """Bootstrap interval of sum(values) / sum(baseline) over paired rounds (round i of each, same minutes).
+
+    On the shared reference VM one proxy's requests/s move by ±10–25 % between slices of a few seconds, as
+    much as the gap the 0.9 target is about: a ratio means little without how far it could move. Resampling
+    whole pairs keeps what a round's neighbours did to both sides. Seeded, so a table can be reproduced from
+    its rounds. With few rounds the interval is rough (three rounds give at most ten distinct resamples).
+    """
+    if len(values) != len(baseline) or not values:
+        raise ValueError("ratio_interval needs the same number of rounds on both sides, at least one")
+    rng, n = random.Random(0), len(values)
+    ratios = []
+    for _ in range(resamples):
+        picks = [rng.randrange(n) for _ in range(n)]
+        base = sum(baseline[i] for i in picks)
+        ratios.append(sum(values[i] for i in picks) / base if base else float("nan"))
+    ratios.sort()
+    tail = (1 - level) / 2
+    return ratios[int(tail * (resamples - 1))], ratios[int((1 - tail) * (resamples - 1))]
 
 
 def default_client() -> str:
@@ -356,7 +384,8 @@ def compare(cases: list[str], *, seconds: float = 8, connections: int = 20, roun
                     p99={k: sum(p for _, p in lat[k]) / args.rounds for k in kinds},
                     errors={k: sum(r.errors for r in totals[k]) for k in kinds}, unrecorded_warnings=warnings,
                     proxy_cpu={k: sum(r.proxy_cpu for r in totals[k]) / args.rounds for k in kinds},
-                    worker_cpu=sum(r.worker_cpu for r in totals["teletap"]) / args.rounds))
+                    worker_cpu=sum(r.worker_cpu for r in totals["teletap"]) / args.rounds,
+                    rounds={k: [r.rps for r in totals[k]] for k in kinds}))
     finally:
         for upstream in upstreams:
             upstream.terminate()
@@ -378,9 +407,10 @@ def main() -> None:
     args = parser.parse_args()
     summary = compare(args.cases, seconds=args.seconds, connections=args.connections, rounds=args.rounds,
                       client=args.client, teletap_set=args.teletap_set)
-    print("\nteletap / mitmdump requests/s (target >= 0.90)")
+    print("\nteletap / mitmdump requests/s (target >= 0.90), 95 % interval over the paired rounds")
     for s in summary:
-        print(f"  {s.case:<30} {s.ratio:5.2f}")
+        low, high = s.interval
+        print(f"  {s.case:<30} {s.ratio:5.2f}   {low:.2f}–{high:.2f}")
 
 
 if __name__ == "__main__":

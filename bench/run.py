@@ -91,7 +91,9 @@ def run_proxy(quick: bool) -> None:
     summary = bench_proxy.compare(list(bench_proxy.CASES), seconds=5 if quick else 15, rounds=1 if quick else 3,
                                   connections=20)
     for s in summary:
-        note = (f"CPU: proxy {s.proxy_cpu['teletap']:.0%} (mitmdump {s.proxy_cpu['mitmdump']:.0%}), "
+        low, high = s.interval
+        note = (f"95 % interval {low:.2f}–{high:.2f} over {len(s.rounds['teletap'])} paired round(s); "
+                f"CPU: proxy {s.proxy_cpu['teletap']:.0%} (mitmdump {s.proxy_cpu['mitmdump']:.0%}), "
                 f"ingest worker {s.worker_cpu:.0%}")
         errors = s.errors["teletap"] + s.errors["mitmdump"]
         if errors:
