@@ -307,15 +307,18 @@ def ratio_interval(values: Sequence[float], baseline: Sequence[float], level: fl
     much as the gap the 0.9 target is about: a ratio means little without how far it could move. Resampling
     whole pairs keeps what a round's neighbours did to both sides. Seeded, so a table can be reproduced from
     its rounds. With few rounds the interval is rough (three rounds give at most ten distinct resamples).
+    A round in which the baseline served nothing measured nothing, and is left out.
     """
-    if len(values) != len(baseline) or not values:
-        raise ValueError("ratio_interval needs the same number of rounds on both sides, at least one")
-    rng, n = random.Random(0), len(values)
+    if len(values) != len(baseline):
+        raise ValueError("ratio_interval needs the same number of rounds on both sides")
+    kept = [(v, b) for v, b in zip(values, baseline, strict=True) if b > 0]
+    if not kept:
+        raise ValueError("ratio_interval needs at least one round in which the baseline served requests")
+    rng, n = random.Random(0), len(kept)
     ratios = []
     for _ in range(resamples):
-        picks = [rng.randrange(n) for _ in range(n)]
-        base = sum(baseline[i] for i in picks)
-        ratios.append(sum(values[i] for i in picks) / base if base else float("nan"))
+        picks = [kept[rng.randrange(n)] for _ in range(n)]
+        ratios.append(sum(v for v, _ in picks) / sum(b for _, b in picks))
     ratios.sort()
     tail = (1 - level) / 2
     return ratios[int(tail * (resamples - 1))], ratios[int((1 - tail) * (resamples - 1))]
