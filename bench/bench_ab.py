@@ -9,16 +9,19 @@ A VARIANT is NAME, or NAME=SPEC where SPEC is a comma-separated list of
 
 bench_proxy.py restarts each proxy for every round, so a round measures a fresh proxy and an empty database,
 and rounds minutes apart see a different machine. Here mitmdump and every variant start once and stay up,
-their databases growing as in a long capture, and wrk loads each in turn for a short slice, the order
-rotating every round; after a teletap's slice the next one waits until its ingest worker is idle, so no
-slice runs next to another proxy's left-over work. A variant's figure for a round is its requests/s over
-mitmdump's in the same round; the table gives the ratio of the sums, the median and the interquartile
-range of those ratios, and the proxy process's CPU per request over mitmdump's. Use it to decide between
+their databases growing as in a long capture, and the case's load (wrk, or for the HTTPS cases the asyncio
+TLS client of bench_proxy.py) drives each in turn for a short slice, the order rotating every round; after
+a teletap's slice the next one waits until its ingest worker is idle, so no slice runs next to another
+proxy's left-over work. A variant's figure for a round is its requests/s over mitmdump's in the same round;
+the table gives the ratio of the sums with its 95 % interval (bench_proxy.ratio_interval), the median and
+the interquartile range of those ratios, and the proxy process's CPU per request over mitmdump's. The
+interval covers this run's spread only: runs an hour apart on the reference VM can disagree beyond it.
+Use it to decide between
 two versions or settings: on the 2-vCPU reference VM the spread between rounds (machine noise) hides
 differences of a few per cent in bench_proxy.py's means, while here both sides of a comparison see the
 same seconds.
 
-Traffic stays on 127.0.0.1 (wrk and nginx, as in bench_proxy.py); each slice's databases hold what was
+Traffic stays on 127.0.0.1 (wrk or the TLS client, and nginx, as in bench_proxy.py); each slice's databases hold what was
 recorded so far, so a long run of 200 KB POSTs needs a few GB in the temporary directory.
 """
 
@@ -66,8 +69,7 @@ def parse_variant(text: str, links: Path) -> tuple[str, list[str], dict[str, str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variants", nargs="+", metavar="VARIANT")
-    parser.add_argument("--case", default="large POST (200 KB)",
-                        choices=[c for c, (_, _, tls) in bench_proxy.CASES.items() if tls is None])
+    parser.add_argument("--case", default="large POST (200 KB)", choices=list(bench_proxy.CASES))
     parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--slice", type=int, default=2, help="seconds of load per proxy and round")
     parser.add_argument("--connections", type=int, default=20)
@@ -76,15 +78,22 @@ def main() -> None:
         sys.exit("bench_ab needs wrk and nginx (Debian packages wrk, nginx-light)")
     if args.rounds < 2:
         sys.exit("--rounds: at least 2")
-    body, ctype, _ = bench_proxy.CASES[args.case]
+    body, ctype, tls = bench_proxy.CASES[args.case]
     with tempfile.TemporaryDirectory(prefix="teletap-bench-ab-") as tmp:
         workdir = Path(tmp)
         variants = [parse_variant(v, workdir / "trees") for v in args.variants]
         names = ["mitmdump", *(name for name, _, _ in variants)]
         if len(set(names)) != len(names):
             sys.exit("variant names must differ from each other and from mitmdump")
-        upstream, tls_port = free_port(), free_port()
-        nginx = bench_proxy.start_nginx(upstream, workdir, tls_port)
+        plain_port, tls_port = free_port(), free_port()
+        nginx = bench_proxy.start_nginx(plain_port, workdir, tls_port)
+        upstream = tls_port if tls else plain_port
+
+        def run_slice(name: str, seconds: float, warm_up: bool) -> bench_proxy.LoadResult:
+            return bench_proxy.load(ports[name], upstream, body=body, content_type=ctype, tls=tls, client="wrk",
+                                    connections=args.connections, seconds=seconds, workdir=workdir,
+                                    warm_up=warm_up)
+
         procs: dict[str, subprocess.Popen] = {}
         ports: dict[str, int] = {}
         rps: dict[str, list[float]] = {n: [] for n in names}
@@ -96,9 +105,9 @@ def main() -> None:
                 ports[name] = free_port()
                 procs[name] = bench_proxy.start_proxy("teletap", ports[name], workdir, options, env=env)
             for name in names:
-                bench_proxy.run_wrk(ports[name], upstream, body=body, connections=args.connections, seconds=2,
-                                    content_type=ctype, workdir=workdir)  # warm-up, not counted
-            print(f"{args.case}, wrk -c{args.connections}, {args.rounds} rounds of {args.slice} s slices; "
+                run_slice(name, 2, warm_up=True)  # warm-up, not counted
+            client = "asyncio TLS client" if tls else "wrk"
+            print(f"{args.case}, {client} -c{args.connections}, {args.rounds} rounds of {args.slice} s slices; "
                   f"req/s per round:")
             print("round " + " ".join(f"{n:>10}" for n in names))
             for i in range(args.rounds):
@@ -106,9 +115,7 @@ def main() -> None:
                 for name in names[shift:] + names[:shift]:
                     pid = procs[name].pid
                     before = bench_proxy._cpu_seconds([pid])
-                    result = bench_proxy.run_wrk(ports[name], upstream, body=body, connections=args.connections,
-                                                 seconds=args.slice, content_type=ctype, workdir=workdir,
-                                                 warm_up=False)
+                    result = run_slice(name, args.slice, warm_up=False)
                     rps[name].append(result.rps)
                     cpu[name].append((bench_proxy._cpu_seconds([pid]) - before) / max(1, result.requests))
                     bench_proxy.wait_ingest_idle(pid)

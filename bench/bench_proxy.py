@@ -141,16 +141,8 @@ def measure(kind: str, upstream: int, body: bytes, args: argparse.Namespace, wor
     t0 = (time.monotonic(), _cpu_seconds([proc.pid]))
     wcpu0 = _cpu_seconds(workers)
     try:
-        if tls is not None:
-            result = _pinned_tls_load(port, upstream, body=body, connections=args.connections,
-                                      seconds=args.seconds, content_type=content_type,
-                                      reconnect=tls == "new connection")
-        elif args.client == "wrk":
-            result = run_wrk(port, upstream, body=body, connections=args.connections, seconds=args.seconds,
-                             content_type=content_type, workdir=workdir)
-        else:
-            result = run_load(port, upstream, body=body, connections=args.connections, seconds=args.seconds,
-                              content_type=content_type)
+        result = load(port, upstream, body=body, content_type=content_type, tls=tls, client=args.client,
+                      connections=args.connections, seconds=args.seconds, workdir=workdir)
         # Share of a core each process used during the load (warm-up included): a proxy below ~95 % was
         # not the bottleneck, i.e. its core-0 neighbours (load generator, upstream, ingest worker) were.
         wall = time.monotonic() - t0[0]
@@ -162,6 +154,20 @@ def measure(kind: str, upstream: int, body: bytes, args: argparse.Namespace, wor
         for leftover in workdir.glob(f"bench-{port}.db*"):
             leftover.unlink()
     return result, stderr
+
+
+def load(port: int, upstream: int, *, body: bytes, content_type: str, tls: str | None, client: str,
+         connections: int, seconds: float, workdir: Path, warm_up: bool = True) -> LoadResult:
+    """One case's load on the proxy at ``port``: wrk (or the Python client) for plain HTTP, the asyncio TLS
+    client through CONNECT for HTTPS (``tls``: "keep-alive" or "new connection"), whose own start-up makes
+    a warm-up needless."""
+    if tls is not None:
+        return _pinned_tls_load(port, upstream, body=body, connections=connections, seconds=seconds,
+                                content_type=content_type, reconnect=tls == "new connection")
+    if client == "wrk":
+        return run_wrk(port, upstream, body=body, connections=connections, seconds=seconds,
+                       content_type=content_type, workdir=workdir, warm_up=warm_up)
+    return run_load(port, upstream, body=body, connections=connections, seconds=seconds, content_type=content_type)
 
 
 def _cpu_seconds(pids: list[int]) -> float:
