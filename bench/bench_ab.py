@@ -21,8 +21,8 @@ two versions or settings: on the 2-vCPU reference VM the spread between rounds (
 differences of a few per cent in bench_proxy.py's means, while here both sides of a comparison see the
 same seconds.
 
-Traffic stays on 127.0.0.1 (wrk or the TLS client, and nginx, as in bench_proxy.py); each slice's databases hold what was
-recorded so far, so a long run of 200 KB POSTs needs a few GB in the temporary directory.
+Traffic stays on 127.0.0.1 (wrk or the TLS client, and nginx, as in bench_proxy.py); each slice's databases
+hold what was recorded so far, so a long run of 200 KB POSTs needs a few GB in the temporary directory.
 """
 
 from __future__ import annotations
