@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .records import Body, Headers, HttpFlowRecord, WebSocketMessageRecord
+from .schema import ANALYSIS_DEFERRED
 
 MAX_HEADERS = 10_000  # per message; hostile files must not make one record unbounded in other ways
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -318,7 +319,6 @@ def _decoded_bodies(row: dict[str, Any], request_headers: Headers, response_head
     """The row's bodies with content-encoding removed, as HAR holds them. A flow whose analysis was deferred
     still holds its bodies as sent: they are decoded here, by the decoders' bounded decompression."""
     from .decoders import decode_request, decode_response
-    from .schema import ANALYSIS_DEFERRED
 
     request_body, response_body = row["request_body"], row["response_body"]
     if row.get("analysis") != ANALYSIS_DEFERRED:
@@ -356,7 +356,9 @@ def row_entry(row: dict[str, Any]) -> dict[str, Any]:
         response: dict[str, Any] = {
             "status": row["status"], "statusText": "", "httpVersion": row["http_version"] or "", "cookies": [],
             "headers": _name_values(response_headers),
-            "content": {"size": row["response_size"] or (len(response_body or b"") if row.get("analysis") else 0),
+            # A deferred flow has no decoded size stored yet: the body decoded above gives it.
+            "content": {"size": row["response_size"] or (len(response_body or b"")
+                                                         if row.get("analysis") == ANALYSIS_DEFERRED else 0),
                         "mimeType": row["response_content_type"] or "", **_har_content(response_body)},
             "redirectURL": location, "headersSize": -1,
             "bodySize": row["response_size_wire"] if row["response_size_wire"] is not None else -1,

@@ -36,6 +36,7 @@ from .store import FlowRows, Item, Store, explain_write_error
 
 log = logging.getLogger("teletap")
 
+
 class _Stop:
     """Ends the worker loop; a class rather than object() so it survives the trip to a worker process."""
 
