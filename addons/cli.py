@@ -141,13 +141,16 @@ def run(db: str, listen_host: str, listen_port: int, modes: tuple[str, ...], ses
     from mitmproxy.tools.main import run as run_mitmproxy
 
     from .addon import Teletap
+    from .dispatch import IndexedAddonManager
 
     class TeletapMaster(DumpMaster):
         """mitmdump, with teletap's addons registered before the options are parsed (so ``--set`` of a
-        teletap option is checked at once) and as one chain entry (docs/architecture.md, cli.py row)."""
+        teletap option is checked at once) and as one chain entry (docs/architecture.md, cli.py row), and
+        events dispatched only to the addons that handle them (dispatch.py)."""
 
         def __init__(self, options: Any) -> None:
             super().__init__(options)
+            IndexedAddonManager.install(self)
             self.addons.add(Teletap())
 
         async def running(self) -> None:
