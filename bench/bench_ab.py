@@ -1,6 +1,7 @@
 """Compare teletap variants with one plain mitmdump in the same run, slice by slice.
 
-    python bench/bench_ab.py [--case "large POST (200 KB)"] [--rounds 16] [--slice 2] VARIANT [VARIANT ...]
+    python bench/bench_ab.py [--case "large POST (200 KB)"] [--rounds 16] [--slice 2]
+                             [--baseline mitmdump|mitmdump-indexed] VARIANT [VARIANT ...]
 
 A VARIANT is NAME, or NAME=SPEC where SPEC is a comma-separated list of
     set:OPTION=VALUE   run that teletap with --set OPTION=VALUE
@@ -16,10 +17,11 @@ proxy's left-over work. A variant's figure for a round is its requests/s over mi
 the table gives the ratio of the sums with its 95 % interval (bench_proxy.ratio_interval), the median and
 the interquartile range of those ratios, and the proxy process's CPU per request over mitmdump's. The
 interval covers this run's spread only: runs an hour apart on the reference VM can disagree beyond it.
-Use it to decide between
-two versions or settings: on the 2-vCPU reference VM the spread between rounds (machine noise) hides
-differences of a few per cent in bench_proxy.py's means, while here both sides of a comparison see the
-same seconds.
+With ``--baseline mitmdump-indexed`` the baseline is mitmdump with teletap's event dispatch
+(mitmdump_indexed.py): the ratio then leaves out what that dispatch saves and shows what teletap's own work
+costs. Use it to decide between two versions or settings: on the 2-vCPU reference VM the spread between
+rounds (machine noise) hides differences of a few per cent in bench_proxy.py's means, while here both sides
+of a comparison see the same seconds.
 
 Traffic stays on 127.0.0.1 (wrk or the TLS client, and nginx, as in bench_proxy.py); each slice's databases
 hold what was recorded so far, so a long run of 200 KB POSTs needs a few GB in the temporary directory.
@@ -73,6 +75,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--slice", type=int, default=2, help="seconds of load per proxy and round")
     parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument("--baseline", choices=["mitmdump", "mitmdump-indexed"], default="mitmdump",
+                        help="what every variant is compared with: plain mitmdump, or mitmdump with teletap's "
+                             "event dispatch (mitmdump_indexed.py), which leaves teletap's own cost")
     args = parser.parse_args()
     if bench_proxy.default_client() != "wrk":
         sys.exit("bench_ab needs wrk and nginx (Debian packages wrk, nginx-light)")
@@ -82,9 +87,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="teletap-bench-ab-") as tmp:
         workdir = Path(tmp)
         variants = [parse_variant(v, workdir / "trees") for v in args.variants]
-        names = ["mitmdump", *(name for name, _, _ in variants)]
+        base = args.baseline.replace("-", "_")
+        names = [base, *(name for name, _, _ in variants)]
         if len(set(names)) != len(names):
-            sys.exit("variant names must differ from each other and from mitmdump")
+            sys.exit(f"variant names must differ from each other and from {base}")
         plain_port, tls_port = free_port(), free_port()
         nginx = bench_proxy.start_nginx(plain_port, workdir, tls_port)
         upstream = tls_port if tls else plain_port
@@ -99,8 +105,8 @@ def main() -> None:
         rps: dict[str, list[float]] = {n: [] for n in names}
         cpu: dict[str, list[float]] = {n: [] for n in names}
         try:
-            ports["mitmdump"] = free_port()
-            procs["mitmdump"] = bench_proxy.start_proxy("mitmdump", ports["mitmdump"], workdir)
+            ports[base] = free_port()
+            procs[base] = bench_proxy.start_proxy(args.baseline, ports[base], workdir)
             for name, options, env in variants:
                 ports[name] = free_port()
                 procs[name] = bench_proxy.start_proxy("teletap", ports[name], workdir, options, env=env)
@@ -123,18 +129,18 @@ def main() -> None:
         finally:
             for name, proc in procs.items():
                 stderr = bench_proxy.stop_proxy(proc)
-                for line in bench_proxy.teletap_notes(stderr) if name != "mitmdump" else ():
+                for line in bench_proxy.teletap_notes(stderr) if name != base else ():
                     print(f"  {name}: {line}")
             nginx.terminate()
             nginx.wait(10)
     print(f"\n{'variant':<12} {'ratio of sums':>13} {'95 % interval':>13} {'median':>7} {'IQR':>13} "
-          f"{'CPU/request':>12}   (over mitmdump)")
-    base_cpu = statistics.median(cpu["mitmdump"])
+          f"{'CPU/request':>12}   (over {base})")
+    base_cpu = statistics.median(cpu[base])
     for name in names[1:]:
-        ratios = [t / m for t, m in zip(rps[name], rps["mitmdump"], strict=True) if m]
+        ratios = [t / m for t, m in zip(rps[name], rps[base], strict=True) if m]
         q1, _, q3 = statistics.quantiles(ratios, n=4)
-        low, high = bench_proxy.ratio_interval(rps[name], rps["mitmdump"])
-        print(f"{name:<12} {sum(rps[name]) / sum(rps['mitmdump']):13.3f} {low:6.3f}–{high:.3f} "
+        low, high = bench_proxy.ratio_interval(rps[name], rps[base])
+        print(f"{name:<12} {sum(rps[name]) / sum(rps[base]):13.3f} {low:6.3f}–{high:.3f} "
               f"{statistics.median(ratios):7.3f} {q1:6.3f}–{q3:.3f} {statistics.median(cpu[name]) / base_cpu:12.3f}")
 
 

@@ -60,10 +60,13 @@ def _pin(cpu: int) -> list[str]:
 
 def start_proxy(kind: str, port: int, workdir: Path, teletap_set: Sequence[str] = (),
                 env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start a proxy pinned to PROXY_CPU; ``teletap_set``: extra ``--set OPTION=VALUE`` for teletap."""
+    """Start a proxy pinned to PROXY_CPU: ``mitmdump``, ``mitmdump-indexed`` (mitmdump with teletap's event
+    dispatch, mitmdump_indexed.py) or ``teletap``; ``teletap_set``: extra ``--set OPTION=VALUE`` for teletap."""
     confdir = workdir / "conf"
-    if kind == "mitmdump":
-        cmd = [MITMDUMP, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port),
+    if kind in ("mitmdump", "mitmdump-indexed"):
+        program = [MITMDUMP] if kind == "mitmdump" else [sys.executable, str(Path(__file__).with_name(
+            "mitmdump_indexed.py"))]
+        cmd = [*program, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port),
                "--set", f"confdir={confdir}", "--set", "ssl_insecure=true"]
     else:
         cmd = [sys.executable, "-m", "teletap", "run", "--db", str(workdir / f"bench-{port}.db"),
