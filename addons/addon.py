@@ -39,8 +39,9 @@ def make_addons() -> list[Any]:
 class Teletap:
     """All of teletap's addons as one entry in mitmproxy's addon chain (``teletap run``).
 
-    mitmproxy pays a context manager, a coroutine and a generator per chain entry on every hook of every
-    flow, and then looks every hook up on every child of an entry. So this entry has no children: each
+    mitmproxy pays a context manager, a coroutine and a generator per chain entry it calls, and then looks
+    the hook up on every child of the entry. ``teletap run``'s dispatch (``dispatch.py``) calls an entry
+    only for the hooks it has, but an entry with children for every event. So this entry has no children: each
     hook one of teletap's addons implements becomes an attribute here, the addon's own method where only
     one implements it, or a call of each, in ``make_addons`` order, where several do. Measured in
     docs/benchmarks.md. (``mitmdump -s`` loads the same addons as a script's children instead.)

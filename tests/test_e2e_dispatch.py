@@ -15,12 +15,16 @@ from .support import LOOPBACK, Upstream, rows, running_teletap
 pytestmark = pytest.mark.e2e
 
 SCRIPT = '''
+from mitmproxy import ctx
+
+
 class Mark:
     def request(self, flow):
         flow.request.headers["x-marked-by"] = "script"
 
     def response(self, flow):
         flow.response.headers["x-script-saw"] = flow.request.headers.get("x-marked-by", "nothing")
+        flow.response.headers["x-dispatch"] = type(ctx.master.addons).__name__
 
 
 addons = [Mark()]
@@ -37,6 +41,7 @@ def test_a_users_script_runs_under_teletap_run(tmp_path: Path):
         assert tt.stop() == 0
         received = upstream.requests
     assert [a.headers.get("x-script-saw") for a in answers] == ["script"] * 3
+    assert {a.headers.get("x-dispatch") for a in answers} == {"IndexedAddonManager"}
     assert len(received) == 3
     recorded = rows(tt.db, "select request_headers, response_headers from flows where path like '/scripted/%'")
     assert len(recorded) == 3
