@@ -307,6 +307,16 @@ class CaseSummary:
     def interval(self) -> tuple[float, float]:
         return ratio_interval(self.rounds["teletap"], self.rounds["mitmdump"])
 
+    @property
+    def own_ratio(self) -> float | None:
+        """teletap over mitmdump with teletap's event dispatch: what teletap's own work costs the proxy."""
+        base = self.rps.get("mitmdump-indexed")
+        return self.rps["teletap"] / base if base else None
+
+    @property
+    def own_interval(self) -> tuple[float, float]:
+        return ratio_interval(self.rounds["teletap"], self.rounds["mitmdump-indexed"])
+
 
 def ratio_interval(values: Sequence[float], baseline: Sequence[float], level: float = 0.95,
                    resamples: int = 4000) -> tuple[float, float]:
@@ -338,8 +348,13 @@ def default_client() -> str:
 
 
 def compare(cases: list[str], *, seconds: float = 8, connections: int = 20, rounds: int = 2,
-            client: str | None = None, verbose: bool = True, teletap_set: Sequence[str] = ()) -> list[CaseSummary]:
-    """Run every case against mitmdump and teletap (alternating, ``rounds`` each); returns the means."""
+            client: str | None = None, verbose: bool = True, teletap_set: Sequence[str] = (),
+            own_cost: bool = False) -> list[CaseSummary]:
+    """Run every case against mitmdump and teletap (alternating, ``rounds`` each); returns the means.
+
+    ``own_cost``: also run mitmdump with teletap's event dispatch in each round (``mitmdump-indexed``).
+    """
+    kinds = ("mitmdump", "mitmdump-indexed", "teletap") if own_cost else ("mitmdump", "teletap")
     args = argparse.Namespace(seconds=seconds, connections=connections, rounds=rounds,
                               client=client or default_client(), teletap_set=list(teletap_set))
     upstream_port, tls_port = free_port(), free_port()
@@ -362,7 +377,7 @@ def compare(cases: list[str], *, seconds: float = 8, connections: int = 20, roun
     if verbose:
         print(f"load: {args.client} (HTTPS: asyncio TLS client), {args.connections} connections, "
               f"{args.seconds:.0f} s per run, {args.rounds} round(s) per proxy")
-        print(f"{'case':<30} {'proxy':<9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+        print(f"{'case':<30} {'proxy':<16} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
               f"{'proxy CPU':>9} {'worker CPU':>10}")
     summary = []
     try:
@@ -370,11 +385,11 @@ def compare(cases: list[str], *, seconds: float = 8, connections: int = 20, roun
             workdir = Path(tmp)
             for case in cases:
                 body, ctype, tls = CASES[case]
-                totals: dict[str, list[LoadResult]] = {"mitmdump": [], "teletap": []}
-                lat: dict[str, list[tuple[float, float]]] = {"mitmdump": [], "teletap": []}
+                totals: dict[str, list[LoadResult]] = {k: [] for k in kinds}
+                lat: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
                 warnings = []
                 for _ in range(args.rounds):
-                    for kind in ("mitmdump", "teletap"):
+                    for kind in kinds:
                         result, stderr = measure(kind, tls_port if tls else upstream_port, body, args, workdir,
                                                  ctype, tls)
                         totals[kind].append(result)
@@ -386,10 +401,9 @@ def compare(cases: list[str], *, seconds: float = 8, connections: int = 20, roun
                         p50, p99 = getattr(result, "fixed_percentiles", (result.p50, result.percentile(99)))
                         lat[kind].append((p50, p99))
                         if verbose:
-                            print(f"{case:<30} {kind:<9} {result.rps:8.0f} {p50:8.1f} {p99:8.1f} "
+                            print(f"{case:<30} {kind:<16} {result.rps:8.0f} {p50:8.1f} {p99:8.1f} "
                                   f"{result.errors:6d} {result.proxy_cpu:9.0%} {result.worker_cpu:10.0%}",
                                   flush=True)
-                kinds = ("mitmdump", "teletap")
                 summary.append(CaseSummary(
                     case, rps={k: sum(r.rps for r in totals[k]) / args.rounds for k in kinds},
                     p50={k: sum(p for p, _ in lat[k]) / args.rounds for k in kinds},
@@ -416,13 +430,21 @@ def main() -> None:
                              "default when installed) or the pure-Python fallback in loadgen.py")
     parser.add_argument("--teletap-set", action="append", default=[], metavar="OPTION=VALUE",
                         help="run teletap with this option too (repeatable), e.g. teletap_max_body=65536")
+    parser.add_argument("--own-cost", action="store_true",
+                        help="also run mitmdump with teletap's event dispatch (mitmdump_indexed.py) in every "
+                             "round: teletap over it is what teletap's own work costs")
     args = parser.parse_args()
     summary = compare(args.cases, seconds=args.seconds, connections=args.connections, rounds=args.rounds,
-                      client=args.client, teletap_set=args.teletap_set)
+                      client=args.client, teletap_set=args.teletap_set, own_cost=args.own_cost)
     print("\nteletap / mitmdump requests/s (target >= 0.90), 95 % interval over the paired rounds")
     for s in summary:
         low, high = s.interval
         print(f"  {s.case:<30} {s.ratio:5.2f}   {low:.2f}–{high:.2f}")
+    if args.own_cost:
+        print("\nteletap / mitmdump with teletap's dispatch (teletap's own cost), 95 % interval")
+        for s in summary:
+            low, high = s.own_interval
+            print(f"  {s.case:<30} {s.own_ratio:5.2f}   {low:.2f}–{high:.2f}")
 
 
 if __name__ == "__main__":
