@@ -4,16 +4,16 @@ mitmproxy's ``AddonManager.trigger_event`` walks the whole chain for every event
 manager, a coroutine and two generators, whether or not the addon has the hook. mitmdump's chain holds 36
 entries (``teletap run``'s 37), and an HTTP flow raises about eight events (each of its four lifecycle hooks
 and the ``update`` that follows it), each handled by between none and 13 of them. Walking the rest cost
-about 380 µs per flow in a microbenchmark (mitmproxy 11.0), about a third of plain mitmdump's CPU per
-small request on the reference VM (docs/benchmarks.md, "mitmproxy's dispatch").
+about 400 µs per flow in a microbenchmark (mitmproxy 11.0), about a third of plain mitmdump's CPU per
+small request on the reference VM (docs/benchmarks.md, finding 12).
 
 ``IndexedAddonManager`` keeps, per hook name, the chain entries that have the hook, in chain order, and
 dispatches to those alone, through mitmproxy's own ``invoke_addon`` and ``safecall``: the same calls in the
 same order, the same error logging and ``AddonHalt``. Entries with children (``addons``, such as the
 script loader's scripts) are always kept, since their children come and go: mitmproxy walks them on every
-event as before. The index is rebuilt whenever ``add`` extends the chain or the chain is replaced (as ``remove`` does).
-What it does not follow is a top-level addon gaining a hook attribute after it was added, which no addon
-of mitmproxy's or teletap's does.
+event as before. The index is rebuilt whenever ``add`` extends the chain or the chain is replaced (as
+``remove`` does). What it does not follow is a top-level addon gaining a hook attribute after it was
+added, which no addon of mitmproxy's or teletap's does.
 """
 
 from __future__ import annotations

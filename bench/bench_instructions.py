@@ -1,4 +1,5 @@
-"""Proxy CPU work per request, counted in instructions: teletap run vs plain mitmdump, free of machine noise.
+"""Proxy CPU work per request, counted in instructions: teletap run vs plain mitmdump, and vs mitmdump with
+teletap's event dispatch (mitmdump_indexed.py, which leaves teletap's own work), free of machine noise.
 
     python bench/bench_instructions.py [--requests 400] [--cases ...]
 
@@ -78,6 +79,9 @@ def count(kind: str, case: str, requests: int, workdir: Path, upstream_port: int
     out = workdir / f"callgrind-{kind}-{port}.out"
     if kind == "mitmdump":
         command = [MITMDUMP, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port)]
+    elif kind == "mitmdump-indexed":  # plain mitmdump with teletap's event dispatch: teletap's own cost
+        command = [sys.executable, str(Path(__file__).with_name("mitmdump_indexed.py")), "-q", "--listen-host",
+                   "127.0.0.1", "--listen-port", str(port)]
     else:
         command = [sys.executable, "-m", "teletap", "run", "--db", str(workdir / f"instr-{port}.db"),
                    "--listen-port", str(port), "--confdir", str(workdir / "conf")]
@@ -115,8 +119,11 @@ def count(kind: str, case: str, requests: int, workdir: Path, upstream_port: int
     return total / requests
 
 
+KINDS = ("mitmdump", "mitmdump-indexed", "teletap")
+
+
 def compare(cases: list[str], requests: int) -> dict[str, dict[str, float]]:
-    """{case: {"mitmdump": instructions/request, "teletap": instructions/request}}"""
+    """{case: {kind: instructions/request}} for each of KINDS."""
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="teletap-bench-instr-") as tmp:
         workdir = Path(tmp)
@@ -124,11 +131,12 @@ def compare(cases: list[str], requests: int) -> dict[str, dict[str, float]]:
         nginx = start_nginx(upstream_port, workdir, tls_port)
         try:
             for case in cases:
-                results[case] = {kind: count(kind, case, requests, workdir, upstream_port)
-                                 for kind in ("mitmdump", "teletap")}
+                results[case] = {kind: count(kind, case, requests, workdir, upstream_port) for kind in KINDS}
                 r = results[case]
-                print(f"{case:<30} mitmdump {r['mitmdump'] / 1e6:7.3f} M  teletap {r['teletap'] / 1e6:7.3f} M "
-                      f"instructions/request  ratio {r['teletap'] / r['mitmdump']:.3f}", flush=True)
+                print(f"{case:<30} mitmdump {r['mitmdump'] / 1e6:7.3f} M  with teletap's dispatch "
+                      f"{r['mitmdump-indexed'] / 1e6:7.3f} M  teletap {r['teletap'] / 1e6:7.3f} M instructions/request"
+                      f"  ratios {r['teletap'] / r['mitmdump']:.3f}, {r['teletap'] / r['mitmdump-indexed']:.3f}",
+                      flush=True)
         finally:
             nginx.terminate()
             nginx.wait(10)
