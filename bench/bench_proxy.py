@@ -6,7 +6,9 @@ Prints requests/s and p50/p99 latency per case and the ratio teletap / mitmdump 
 proxies alternate (A B A B …) so a noisy machine affects both alike; when taskset exists, each proxy is
 pinned to CPU 1 and the load generator and upstream to CPU 0; teletap's ingest worker process also goes
 to CPU 0, where it competes with the load generator (so the ratio errs against teletap).
-TELETAP_BENCH_PROXY_CPU=0 swaps the two cores.
+TELETAP_BENCH_PROXY_CPU=0 swaps the two cores. ``--own-cost`` adds a third proxy to every round, mitmdump with
+teletap's event dispatch (mitmdump_indexed.py): teletap over it is what teletap's own work costs, where the
+ratio to plain mitmdump also includes what that dispatch saves.
 
 HTTPS cases: wrk cannot send requests through an explicit proxy's CONNECT tunnel, so they always use the
 asyncio client in loadgen.py (CONNECT, then TLS inside the tunnel, certificates not verified) against an
