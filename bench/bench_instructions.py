@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_proxy import CASES, MITMDUMP, start_nginx
+from bench_proxy import CASES, mitmdump_program, start_nginx
 from loadgen import free_port, wait_port
 
 CONNECTIONS = 20
@@ -77,11 +77,8 @@ def count(kind: str, case: str, requests: int, workdir: Path, upstream_port: int
         raise ValueError("HTTPS cases are not counted here (the TLS client would need the proxy's CA)")
     port = free_port()
     out = workdir / f"callgrind-{kind}-{port}.out"
-    if kind == "mitmdump":
-        command = [MITMDUMP, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port)]
-    elif kind == "mitmdump-indexed":  # plain mitmdump with teletap's event dispatch: teletap's own cost
-        command = [sys.executable, str(Path(__file__).with_name("mitmdump_indexed.py")), "-q", "--listen-host",
-                   "127.0.0.1", "--listen-port", str(port)]
+    if kind != "teletap":
+        command = [*mitmdump_program(kind), "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port)]
     else:
         command = [sys.executable, "-m", "teletap", "run", "--db", str(workdir / f"instr-{port}.db"),
                    "--listen-port", str(port), "--confdir", str(workdir / "conf")]

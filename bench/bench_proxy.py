@@ -60,15 +60,23 @@ def _pin(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
 
 
+def mitmdump_program(kind: str) -> list[str]:
+    """The command of a baseline proxy: plain ``mitmdump``, or ``mitmdump-indexed`` (mitmdump with teletap's
+    event dispatch, mitmdump_indexed.py), before mitmdump's own arguments."""
+    if kind == "mitmdump":
+        return [MITMDUMP]
+    if kind == "mitmdump-indexed":
+        return [sys.executable, str(Path(__file__).with_name("mitmdump_indexed.py"))]
+    raise ValueError(f"not a baseline proxy: {kind}")
+
+
 def start_proxy(kind: str, port: int, workdir: Path, teletap_set: Sequence[str] = (),
                 env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start a proxy pinned to PROXY_CPU: ``mitmdump``, ``mitmdump-indexed`` (mitmdump with teletap's event
-    dispatch, mitmdump_indexed.py) or ``teletap``; ``teletap_set``: extra ``--set OPTION=VALUE`` for teletap."""
+    """Start a proxy pinned to PROXY_CPU: a baseline (``mitmdump_program``) or ``teletap``; ``teletap_set``:
+    extra ``--set OPTION=VALUE`` for teletap."""
     confdir = workdir / "conf"
-    if kind in ("mitmdump", "mitmdump-indexed"):
-        program = [MITMDUMP] if kind == "mitmdump" else [sys.executable, str(Path(__file__).with_name(
-            "mitmdump_indexed.py"))]
-        cmd = [*program, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port),
+    if kind != "teletap":
+        cmd = [*mitmdump_program(kind), "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port),
                "--set", f"confdir={confdir}", "--set", "ssl_insecure=true"]
     else:
         cmd = [sys.executable, "-m", "teletap", "run", "--db", str(workdir / f"bench-{port}.db"),
@@ -310,10 +318,10 @@ class CaseSummary:
         return ratio_interval(self.rounds["teletap"], self.rounds["mitmdump"])
 
     @property
-    def own_ratio(self) -> float | None:
+    def own_ratio(self) -> float:
         """teletap over mitmdump with teletap's event dispatch: what teletap's own work costs the proxy."""
-        base = self.rps.get("mitmdump-indexed")
-        return self.rps["teletap"] / base if base else None
+        base = self.rps["mitmdump-indexed"]
+        return self.rps["teletap"] / base if base else float("nan")
 
     @property
     def own_interval(self) -> tuple[float, float]:

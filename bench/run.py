@@ -87,17 +87,18 @@ def add(fig: Figure) -> None:
 # --- proxy ---------------------------------------------------------------------------------------------------
 
 
+def _spread(interval: tuple[float, float], rounds: int) -> str:
+    # One round has no spread to resample: a degenerate interval would look like certainty.
+    return (f"95 % interval {interval[0]:.2f}–{interval[1]:.2f} over {rounds} paired rounds" if rounds > 1
+            else "one round: no interval (the full mode runs three)")
+
+
 def run_proxy(quick: bool) -> None:
     summary = bench_proxy.compare(list(bench_proxy.CASES), seconds=5 if quick else 15, rounds=1 if quick else 3,
                                   connections=20, own_cost=True)
-    def spread(interval: tuple[float, float], rounds: int) -> str:
-        # One round has no spread to resample: a degenerate interval would look like certainty.
-        return (f"95 % interval {interval[0]:.2f}–{interval[1]:.2f} over {rounds} paired rounds" if rounds > 1
-                else "one round: no interval (the full mode runs three)")
-
     for s in summary:
         rounds = len(s.rounds["teletap"])
-        note = (f"{spread(s.interval, rounds)}; "
+        note = (f"{_spread(s.interval, rounds)}; "
                 f"CPU: proxy {s.proxy_cpu['teletap']:.0%} (mitmdump {s.proxy_cpu['mitmdump']:.0%}), "
                 f"ingest worker {s.worker_cpu:.0%}")
         errors = s.errors["teletap"] + s.errors["mitmdump"]
@@ -111,7 +112,7 @@ def run_proxy(quick: bool) -> None:
         # teletap's own work costs; against mitmdump with the same dispatch, that cost shows on its own.
         add(Figure("proxy", f"{s.case}: req/s, teletap's own cost", s.rps["teletap"], "req/s",
                    s.rps["mitmdump-indexed"], "mitmdump with teletap's dispatch",
-                   note=spread(s.own_interval, rounds)))
+                   note=_spread(s.own_interval, rounds)))
         for q, values in (("p50", s.p50), ("p99", s.p99)):
             added = values["teletap"] - values["mitmdump"]
             add(Figure("proxy", f"{s.case}: {q} latency", values["teletap"], "ms", values["mitmdump"], "mitmdump",
